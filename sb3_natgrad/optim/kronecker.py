@@ -1,0 +1,215 @@
+"""
+Kronecker-factor statistics and Kronecker-factored solves for ``nn.Linear`` and ``nn.Conv2d``.
+
+Conventions (Martens & Grosse 2015; Grosse & Martens 2016 "KFC" for convolutions).
+For a layer with weight ``W`` (``out x in``, a convolution's kernel flattened to ``out x C*kh*kw``)
+and, when it has one, a bias ``b``, the homogeneous weight is ``[W, b]`` and the input vector is
+``a~ = [a, 1]``. One sample ``i`` may apply the layer at ``T`` positions (``T = Oh*Ow`` for a
+convolution, ``1`` for a linear layer on a ``[B, in]`` input), so its gradient is
+``dW_i = sum_t gamma_it a~_it^T`` where ``gamma_it`` is the derivative of the sample's
+log-likelihood with respect to the layer output at position ``t``. With the KFC assumptions
+(independent activations and derivatives, spatial homogeneity, spatially uncorrelated derivatives)
+the Fisher block is ``F = A kron G`` with
+
+    A = mean over all (i, t) of a~ a~^T                      (input factor)
+    G = mean over samples i of sum_t gamma_it gamma_it^T     (output-gradient factor)
+
+For a linear layer on ``[B, in]`` inputs and a single sample, ``A kron G`` equals that sample's
+Fisher block exactly. Only the product ``A kron G`` matters for both damping forms used here, so
+splitting the spatial factor ``T`` into ``G`` is a convention, not an approximation.
+
+With column-stacking ``vec``, ``(A kron G)^{-1} vec(V) = vec(G^{-1} V A^{-1})`` (seed 001, eq. in §2.2).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SUPPORTED_LAYER_TYPES = (nn.Linear, nn.Conv2d)
+
+
+def is_supported_layer(module: nn.Module) -> bool:
+    """
+    Whether K-FAC can build Kronecker factors for ``module``.
+
+    :param module: a module of the model
+    :return: ``True`` for ``nn.Linear`` and for ``nn.Conv2d`` with ``groups=1`` and zero padding
+    """
+    if isinstance(module, nn.Linear):
+        return True
+    if isinstance(module, nn.Conv2d):
+        return module.groups == 1 and module.padding_mode == "zeros"
+    return False
+
+
+def conv2d_patches(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """
+    The receptive-field patches of a 2D convolution, one row per (sample, output position).
+
+    Built from strided views (``Tensor.unfold``) of the padded input and a single reshape, which is
+    several times faster on CPU than ``F.unfold``. Column order is ``(C, kh, kw)``, the order of
+    ``weight.view(out_channels, -1)``.
+
+    :param module: the convolution (``groups=1``)
+    :param x: its input, ``[B, C, H, W]``
+    :return: patches of shape ``[B * Oh * Ow, C * kh * kw]``
+    """
+    kh, kw = module.kernel_size
+    sh, sw = module.stride
+    dh, dw = module.dilation
+    # ``_reversed_padding_repeated_twice`` is (left, right, top, bottom) for every padding spec,
+    # including the asymmetric split of padding="same".
+    pad = module._reversed_padding_repeated_twice
+    if any(p != 0 for p in pad):
+        x = F.pad(x, pad)
+    # [B, C, Oh, Ow, kh_eff, kw_eff] as a view, then keep every dilation-th tap.
+    patches = x.unfold(2, dh * (kh - 1) + 1, sh).unfold(3, dw * (kw - 1) + 1, sw)
+    if dh > 1 or dw > 1:
+        patches = patches[..., ::dh, ::dw]
+    batch, channels, out_h, out_w = patches.shape[:4]
+    return patches.permute(0, 2, 3, 1, 4, 5).reshape(batch * out_h * out_w, channels * kh * kw)
+
+
+def layer_input_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """
+    The input vectors ``a`` of a layer, one row per (sample, position), without the bias column.
+
+    :param module: an ``nn.Linear`` or ``nn.Conv2d``
+    :param x: the layer input
+    :return: a 2D tensor ``[rows, in_features]``
+    """
+    if isinstance(module, nn.Conv2d):
+        return conv2d_patches(module, x)
+    return x.reshape(-1, x.shape[-1])
+
+
+def layer_output_grad_rows(module: nn.Module, grad_output: torch.Tensor) -> torch.Tensor:
+    """
+    The gradients with respect to a layer's output, one row per (sample, position).
+
+    :param module: an ``nn.Linear`` or ``nn.Conv2d``
+    :param grad_output: gradient with respect to the layer output (same shape as the output)
+    :return: a 2D tensor ``[rows, out_features]``
+    """
+    if isinstance(module, nn.Conv2d):
+        return grad_output.permute(0, 2, 3, 1).reshape(-1, grad_output.shape[1])
+    return grad_output.reshape(-1, grad_output.shape[-1])
+
+
+def homogeneous_second_moment(rows: torch.Tensor, with_bias: bool) -> torch.Tensor:
+    """
+    ``sum_r a~_r a~_r^T`` for ``a~ = [a, 1]`` (or ``a`` without bias), without materialising ``[a, 1]``.
+
+    :param rows: input rows ``[n, d]``
+    :param with_bias: append the homogeneous coordinate
+    :return: ``[d + 1, d + 1]`` (or ``[d, d]``) sum of outer products
+    """
+    gram = rows.t() @ rows
+    if not with_bias:
+        return gram
+    d = rows.shape[1]
+    out = rows.new_empty((d + 1, d + 1))
+    out[:d, :d] = gram
+    col_sum = rows.sum(dim=0)
+    out[:d, d] = col_sum
+    out[d, :d] = col_sum
+    out[d, d] = rows.shape[0]
+    return out
+
+
+def weight_grad_matrix(weight_grad: torch.Tensor, bias_grad: torch.Tensor | None) -> torch.Tensor:
+    """
+    The gradient of the homogeneous weight ``[W, b]`` as an ``out x (in [+1])`` matrix.
+
+    :param weight_grad: gradient of the weight (``[out, in]`` or ``[out, C, kh, kw]``)
+    :param bias_grad: gradient of the bias (``[out]``) or ``None``
+    :return: the matrix ``V`` that K-FAC preconditions as ``G^{-1} V A^{-1}``
+    """
+    mat = weight_grad.reshape(weight_grad.shape[0], -1)
+    if bias_grad is None:
+        return mat
+    return torch.cat([mat, bias_grad.reshape(-1, 1)], dim=1)
+
+
+def split_weight_grad_matrix(
+    mat: torch.Tensor, weight_shape: torch.Size, has_bias: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """
+    Inverse of :func:`weight_grad_matrix`.
+
+    :param mat: an ``out x (in [+1])`` matrix
+    :param weight_shape: shape of the layer weight
+    :param has_bias: whether the last column is the bias
+    :return: (weight-shaped tensor, bias-shaped tensor or ``None``)
+    """
+    if has_bias:
+        return mat[:, :-1].reshape(weight_shape), mat[:, -1].contiguous()
+    return mat.reshape(weight_shape), None
+
+
+def factored_damping(factor_a: torch.Tensor, factor_g: torch.Tensor, damping: float) -> tuple[float, float]:
+    """
+    Factored Tikhonov damping (Martens & Grosse 2015, §6.3): ``(A + pi sqrt(lambda) I) kron (G + sqrt(lambda)/pi I)``.
+
+    ``pi = sqrt((tr A / dim A) / (tr G / dim G))`` balances the two factors; it makes the damped product
+    independent of how a scalar is split between ``A`` and ``G``.
+
+    :param factor_a: input factor
+    :param factor_g: output-gradient factor
+    :param damping: lambda
+    :return: (damping added to A, damping added to G)
+    """
+    trace_a = float(torch.diagonal(factor_a).sum()) / factor_a.shape[0]
+    trace_g = float(torch.diagonal(factor_g).sum()) / factor_g.shape[0]
+    if trace_a > 0.0 and trace_g > 0.0 and math.isfinite(trace_a) and math.isfinite(trace_g):
+        pi = math.sqrt(trace_a / trace_g)
+    else:
+        pi = 1.0
+    root = math.sqrt(damping)
+    return pi * root, root / pi
+
+
+def eigen_precondition(
+    mat: torch.Tensor,
+    q_a: torch.Tensor,
+    d_a: torch.Tensor,
+    q_g: torch.Tensor,
+    d_g: torch.Tensor,
+    damping: float,
+) -> torch.Tensor:
+    """
+    ``(A kron G + damping I)^{-1} vec(mat)`` in the factors' eigenbases.
+
+    With ``A = Q_A diag(d_A) Q_A^T`` and ``G = Q_G diag(d_G) Q_G^T`` the eigenvalues of ``A kron G`` are
+    ``d_G d_A^T`` (as a matrix), hence ``Q_G [(Q_G^T V Q_A) / (d_G d_A^T + damping)] Q_A^T``.
+    Pass already-damped eigenvalues and ``damping=0`` for factored Tikhonov damping.
+
+    :param mat: ``out x in`` gradient matrix
+    :param q_a: eigenvectors of A
+    :param d_a: eigenvalues of A
+    :param q_g: eigenvectors of G
+    :param d_g: eigenvalues of G
+    :param damping: added to every eigenvalue of the product
+    :return: the preconditioned matrix
+    """
+    rotated = q_g.t() @ mat @ q_a
+    rotated = rotated / (torch.outer(d_g, d_a) + damping)
+    return q_g @ rotated @ q_a.t()
+
+
+def damped_cholesky_inverse(factor: torch.Tensor, damping: float) -> torch.Tensor:
+    """
+    ``(factor + damping I)^{-1}`` through a Cholesky factorisation.
+
+    :param factor: a symmetric positive semi-definite matrix
+    :param damping: a non-negative scalar added to the diagonal
+    :return: the inverse
+    :raises torch.linalg.LinAlgError: if the damped matrix is not positive definite
+    """
+    damped = factor + damping * torch.eye(factor.shape[0], dtype=factor.dtype, device=factor.device)
+    chol = torch.linalg.cholesky(damped)
+    return torch.cholesky_inverse(chol)
