@@ -303,9 +303,7 @@ class KFAC(Optimizer):
                 handle.remove()
             self._release_records()
 
-    def _output_grad_hook(
-        self, layer: _Layer, record: _Record, batch_averaged: bool, grad: torch.Tensor
-    ) -> None:
+    def _output_grad_hook(self, layer: _Layer, record: _Record, batch_averaged: bool, grad: torch.Tensor) -> None:
         with torch.no_grad():
             self._accumulate(layer, record, grad, batch_averaged)
 
@@ -329,9 +327,7 @@ class KFAC(Optimizer):
         if not live:
             self._release_records()
             return
-        grads = torch.autograd.grad(
-            fisher_loss, [record.output for _, record in live], retain_graph=True, allow_unused=True
-        )
+        grads = torch.autograd.grad(fisher_loss, [record.output for _, record in live], retain_graph=True, allow_unused=True)
         with torch.no_grad():
             for (layer, record), grad in zip(live, grads):
                 if grad is not None:
@@ -351,9 +347,7 @@ class KFAC(Optimizer):
             new_g = layer.g_sum / layer.g_samples
             if not (torch.isfinite(new_a).all() and torch.isfinite(new_g).all()):
                 self.counters["rejected_stats"] += 1
-                self._warn_once(
-                    f"stats:{layer.name}", f"KFAC: non-finite statistics for layer '{layer.name}' were discarded"
-                )
+                self._warn_once(f"stats:{layer.name}", f"KFAC: non-finite statistics for layer '{layer.name}' were discarded")
                 continue
             state = self.state[layer.weight]
             n_stats = state.get("n_stats", 0)
@@ -462,8 +456,12 @@ class KFAC(Optimizer):
             self._install_inverse(layer, self._decompose(state["A"], state["G"], damping), state["stats_version"])
         if background and self._inverse_future is None:
             jobs = [
-                (layer, self.state[layer.weight]["A"].clone(), self.state[layer.weight]["G"].clone(),
-                 self.state[layer.weight]["stats_version"])
+                (
+                    layer,
+                    self.state[layer.weight]["A"].clone(),
+                    self.state[layer.weight]["G"].clone(),
+                    self.state[layer.weight]["stats_version"],
+                )
                 for layer in background
             ]
             if self._executor is None:
@@ -668,6 +666,18 @@ class KFAC(Optimizer):
             warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
+def _bad(name: str, value: Any, expected: str) -> ValueError:
+    return ValueError(f"KFAC argument {name}={value!r} is invalid: expected {expected}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
 def _validate_arguments(
     *,
     lr: float,
@@ -685,44 +695,36 @@ def _validate_arguments(
     stats_batch_size: int | None,
 ) -> str:
     """Check the K-FAC hyperparameters; return the resolved damping type."""
-
-    def bad(name: str, value: Any, expected: str) -> ValueError:
-        return ValueError(f"KFAC argument {name}={value!r} is invalid: expected {expected}")
-
-    def is_number(value: Any) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-    if not is_number(lr) or lr < 0:
-        raise bad("lr", lr, "a finite number >= 0")
-    if not is_number(momentum) or not 0 <= momentum < 1:
-        raise bad("momentum", momentum, "a number in [0, 1)")
-    if not is_number(damping) or damping < 0:
-        raise bad("damping", damping, "a finite number >= 0")
-    if not is_number(weight_decay) or weight_decay < 0:
-        raise bad("weight_decay", weight_decay, "a finite number >= 0")
-    if kl_clip is not None and (not is_number(kl_clip) or kl_clip <= 0):
-        raise bad("kl_clip", kl_clip, "a number > 0, or None to disable the trust region")
-    if not is_number(stat_decay) or not 0 <= stat_decay < 1:
-        raise bad("stat_decay", stat_decay, "a number in [0, 1)")
-    for name, value in (("stats_interval", stats_interval), ("inverse_interval", inverse_interval)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise bad(name, value, "an integer >= 1")
-    if not isinstance(warmup_steps, int) or isinstance(warmup_steps, bool) or warmup_steps < 0:
-        raise bad("warmup_steps", warmup_steps, "an integer >= 0")
-    if warmup_max_grad_norm is not None and (not is_number(warmup_max_grad_norm) or warmup_max_grad_norm <= 0):
-        raise bad("warmup_max_grad_norm", warmup_max_grad_norm, "a number > 0 or None")
-    if stats_batch_size is not None and (
-        not isinstance(stats_batch_size, int) or isinstance(stats_batch_size, bool) or stats_batch_size < 1
+    for name, value in (("lr", lr), ("damping", damping), ("weight_decay", weight_decay)):
+        if not _is_number(value) or value < 0:
+            raise _bad(name, value, "a finite number >= 0")
+    for name, value in (("momentum", momentum), ("stat_decay", stat_decay)):
+        if not _is_number(value) or not 0 <= value < 1:
+            raise _bad(name, value, "a number in [0, 1)")
+    for name, value in (("kl_clip", kl_clip), ("warmup_max_grad_norm", warmup_max_grad_norm)):
+        if value is not None and (not _is_number(value) or value <= 0):
+            raise _bad(name, value, "a number > 0, or None to disable it")
+    for name, value, low in (
+        ("stats_interval", stats_interval, 1),
+        ("inverse_interval", inverse_interval, 1),
+        ("warmup_steps", warmup_steps, 0),
     ):
-        raise bad("stats_batch_size", stats_batch_size, "an integer >= 1 or None")
+        if not _is_int(value, low):
+            raise _bad(name, value, f"an integer >= {low}")
+    if stats_batch_size is not None and not _is_int(stats_batch_size, 1):
+        raise _bad("stats_batch_size", stats_batch_size, "an integer >= 1 or None")
+    return _resolve_damping_type(inverse_method, damping_type, damping)
+
+
+def _resolve_damping_type(inverse_method: str, damping_type: str | None, damping: float) -> str:
     if inverse_method not in INVERSE_METHODS:
-        raise bad("inverse_method", inverse_method, f"one of {INVERSE_METHODS}")
+        raise _bad("inverse_method", inverse_method, f"one of {INVERSE_METHODS}")
     if damping_type is None:
         damping_type = "kronecker" if inverse_method == "eigen" else "factored"
     if damping_type not in DAMPING_TYPES:
-        raise bad("damping_type", damping_type, f"one of {DAMPING_TYPES}")
+        raise _bad("damping_type", damping_type, f"one of {DAMPING_TYPES}")
     if inverse_method == "cholesky" and damping_type == "kronecker":
-        raise bad("damping_type", damping_type, "'factored' with inverse_method='cholesky' (Kronecker damping needs eigh)")
-    if damping == 0 and (inverse_method == "cholesky" or damping_type == "factored"):
-        raise bad("damping", damping, "a number > 0 with factored damping (the factors may be singular)")
+        raise _bad("damping_type", damping_type, "'factored' with inverse_method='cholesky' (Kronecker damping needs eigh)")
+    if damping == 0 and damping_type == "factored":
+        raise _bad("damping", damping, "a number > 0 with factored damping (the factors may be singular)")
     return damping_type

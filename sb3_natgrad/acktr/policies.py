@@ -1,0 +1,7 @@
+"""Policies for ACKTR: the Stable-Baselines3 actor-critic policies (K-FAC replaces their optimizer)."""
+
+from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, MultiInputActorCriticPolicy
+
+MlpPolicy = ActorCriticPolicy
+CnnPolicy = ActorCriticCnnPolicy
+MultiInputPolicy = MultiInputActorCriticPolicy

@@ -1,0 +1,702 @@
+"""K-FAC against dense float64 computations, trust region, persistence, robustness and bad arguments."""
+
+from __future__ import annotations
+
+import copy
+import io
+import itertools
+import math
+import warnings
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from kfac_reference import (
+    categorical_sampled_logp,
+    dense_factored_solve,
+    dense_factors,
+    dense_kronecker_solve,
+    homogeneous_grad,
+    vec,
+)
+from torch import nn
+
+from sb3_natgrad.optim import KFAC
+
+
+def tiny_mlp(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)).double()
+
+
+def tiny_cnn(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(2, 3, kernel_size=3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(3, 4, kernel_size=2, stride=1, dilation=2, bias=False),
+        nn.Tanh(),
+        nn.Flatten(),
+        nn.Linear(4 * 2 * 2, 3),
+    ).double()
+
+
+def covered_layers(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+
+
+def record_batch(opt: KFAC, model: nn.Module, x: torch.Tensor, seed: int = 1) -> torch.Tensor:
+    """Training forward + sampled-Fisher statistics; returns the logits (graph kept)."""
+    model.train()
+    logits = model(x)
+    gen = torch.Generator().manual_seed(seed)
+    opt.record_fisher(categorical_sampled_logp(logits, gen).mean())
+    return logits
+
+
+def factors_of(opt: KFAC, layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    state = opt.state[layer.weight]
+    return state["A"], state["G"]
+
+
+def step_with_lr_zero(opt: KFAC, model: nn.Module, logits: torch.Tensor) -> None:
+    for group in opt.param_groups:
+        group["lr"] = 0.0
+    opt.zero_grad()
+    logits.sum().backward()
+    opt.step()
+
+
+# ---------------------------------------------------------------------------------------------- factors
+
+
+@pytest.mark.parametrize("make_model, x_shape", [(tiny_mlp, (9, 5)), (tiny_cnn, (6, 2, 8, 8))])
+def test_factors_equal_dense_per_example(make_model, x_shape):
+    model = make_model()
+    opt = KFAC(model, kl_clip=None)
+    x = torch.randn(*x_shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    logits = record_batch(opt, model, x, seed=1)
+    step_with_lr_zero(opt, model, logits)
+    for layer in covered_layers(model):
+        gen = torch.Generator().manual_seed(1)  # same sampled labels as the optimizer saw
+        a_ref, g_ref = dense_factors(model, layer, x, lambda out, gen=gen: categorical_sampled_logp(out, gen))
+        a, g = factors_of(opt, layer)
+        torch.testing.assert_close(a, a_ref, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-12)
+
+
+def test_single_sample_linear_factors_are_the_exact_fisher_block():
+    """For one sample, A kron G equals vec(dW~) vec(dW~)^T of the homogeneous weight [W, b]."""
+    model = tiny_mlp()
+    opt = KFAC(model, kl_clip=None)
+    x = torch.randn(1, 5, dtype=torch.float64)
+    logits = record_batch(opt, model, x, seed=4)
+    step_with_lr_zero(opt, model, logits)
+    gen = torch.Generator().manual_seed(4)
+    logp = categorical_sampled_logp(model(x), gen).sum()
+    model.zero_grad()
+    logp.backward()
+    for layer in covered_layers(model):
+        v = vec(homogeneous_grad(layer))
+        a, g = factors_of(opt, layer)
+        torch.testing.assert_close(torch.kron(a, g), torch.outer(v, v), rtol=1e-10, atol=1e-12)
+
+
+def test_track_fisher_context_equals_record_fisher():
+    x = torch.randn(7, 5, dtype=torch.float64)
+    results = []
+    for use_context in (False, True):
+        model = tiny_mlp()
+        opt = KFAC(model, kl_clip=None)
+        logits = model(x)
+        loss = categorical_sampled_logp(logits, torch.Generator().manual_seed(2)).mean()
+        if use_context:
+            with opt.track_fisher():
+                loss.backward(retain_graph=True)
+        else:
+            opt.record_fisher(loss)
+        step_with_lr_zero(opt, model, logits)
+        results.append([factors_of(opt, layer) for layer in covered_layers(model)])
+    for (a0, g0), (a1, g1) in zip(*results):
+        torch.testing.assert_close(a0, a1)
+        torch.testing.assert_close(g0, g1)
+
+
+def test_no_statistics_from_eval_mode_or_no_grad_forwards():
+    model = tiny_mlp()
+    opt = KFAC(model, kl_clip=None)
+    x_other = torch.randn(50, 5, dtype=torch.float64) * 10
+    with torch.no_grad():
+        model(x_other)
+    model.eval()
+    model(x_other)
+    assert all(not layer.records for layer in opt.layers)
+    # A Fisher "pass" after eval-mode forwards records nothing.
+    opt.record_fisher(model(x_other).logsumexp(-1).mean())
+    assert all(layer.a_sum is None and layer.g_sum is None for layer in opt.layers)
+
+    x = torch.randn(9, 5, dtype=torch.float64)
+    logits = record_batch(opt, model, x, seed=1)
+    step_with_lr_zero(opt, model, logits)
+    layer = covered_layers(model)[0]
+    a_ref, _ = dense_factors(model, layer, x, lambda out: categorical_sampled_logp(out, torch.Generator().manual_seed(1)))
+    torch.testing.assert_close(factors_of(opt, layer)[0], a_ref)
+
+
+def test_stats_batch_size_uses_strided_subset():
+    model = tiny_mlp()
+    opt = KFAC(model, kl_clip=None, stats_batch_size=4)
+    x = torch.randn(12, 5, dtype=torch.float64)
+    logits = record_batch(opt, model, x, seed=5)
+    step_with_lr_zero(opt, model, logits)
+    layer = covered_layers(model)[0]
+    a, g = factors_of(opt, layer)
+    # Same labels as the optimizer (sampled on the full batch), then rows 0, 3, 6, 9.
+    gen = torch.Generator().manual_seed(5)
+    full = categorical_sampled_logp(model(x), gen)
+    ref_model = model
+    sub = x[::3]
+
+    def logp_sub(out: torch.Tensor) -> torch.Tensor:
+        # The sampled labels of the full batch, restricted to the subset.
+        labels = torch.multinomial(torch.softmax(model(x).detach(), -1), 1, generator=torch.Generator().manual_seed(5))
+        return torch.log_softmax(out, -1).gather(-1, labels[::3]).squeeze(-1)
+
+    a_ref, g_ref = dense_factors(ref_model, layer, sub, logp_sub)
+    assert full.shape[0] == 12
+    torch.testing.assert_close(a, a_ref)
+    torch.testing.assert_close(g, g_ref)
+
+
+def test_ema_of_factors():
+    model = tiny_mlp()
+    opt = KFAC(model, kl_clip=None, stat_decay=0.5, inverse_interval=1)
+    layer = covered_layers(model)[0]
+    xs = [torch.randn(6, 5, dtype=torch.float64) for _ in range(3)]
+    expected_a = None
+    for i, x in enumerate(xs):
+        logits = record_batch(opt, model, x, seed=i)
+        a_ref, _ = dense_factors(
+            model, layer, x, lambda out, i=i: categorical_sampled_logp(out, torch.Generator().manual_seed(i))
+        )
+        # running mean for n=0,1 (weights n/(n+1) <= 0.5), then EMA 0.5
+        expected_a = a_ref if expected_a is None else 0.5 * expected_a + 0.5 * a_ref
+        step_with_lr_zero(opt, model, logits)
+        torch.testing.assert_close(factors_of(opt, layer)[0], expected_a)
+
+
+# ---------------------------------------------------------------------------------------------- preconditioning
+
+
+def one_step_delta(model: nn.Module, opt: KFAC, x: torch.Tensor, grad_seed: int = 7) -> dict[nn.Parameter, torch.Tensor]:
+    """Record statistics on x, put random gradients in .grad, step with lr=1: returns -delta = F^-1 g."""
+    logits = record_batch(opt, model, x, seed=1)
+    del logits
+    gen = torch.Generator().manual_seed(grad_seed)
+    before = {p: p.detach().clone() for p in model.parameters()}
+    for p in model.parameters():
+        p.grad = torch.randn(p.shape, dtype=p.dtype, generator=gen)
+    opt.step()
+    return {p: before[p] - p.detach() for p in model.parameters()}
+
+
+@pytest.mark.parametrize(
+    "method, damping_type, dense_solve",
+    [
+        ("eigen", "kronecker", dense_kronecker_solve),
+        ("eigen", "factored", dense_factored_solve),
+        ("cholesky", "factored", dense_factored_solve),
+    ],
+)
+@pytest.mark.parametrize("make_model, x_shape", [(tiny_mlp, (9, 5)), (tiny_cnn, (6, 2, 8, 8))])
+def test_preconditioned_gradient_equals_dense_solve(method, damping_type, dense_solve, make_model, x_shape):
+    model = make_model()
+    damping = 0.03
+    opt = KFAC(model, lr=1.0, momentum=0.0, damping=damping, kl_clip=None, inverse_method=method, damping_type=damping_type)
+    x = torch.randn(*x_shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    grads_before = {}
+    delta = one_step_delta(model, opt, x)
+    for p in model.parameters():
+        grads_before[p] = p.grad.detach().clone()
+    for layer in covered_layers(model):
+        a, g = factors_of(opt, layer)
+        expected = dense_solve(a, g, homogeneous_grad(layer), damping)
+        got = delta[layer.weight].reshape(layer.weight.shape[0], -1)
+        if layer.bias is not None:
+            got = torch.cat([got, delta[layer.bias].reshape(-1, 1)], dim=1)
+        torch.testing.assert_close(got, expected, rtol=1e-8, atol=1e-10)
+
+
+class WithLogStd(nn.Module):
+    """A linear softmax-free 'policy' with a bare parameter that no layer covers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 2))
+        self.log_std = nn.Parameter(torch.zeros(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def test_uncovered_parameter_gets_first_order_step_and_counts_in_trust_region():
+    torch.manual_seed(0)
+    model = WithLogStd().double()
+    lr, kl_clip = 2.0, 1e-3
+    opt = KFAC(model, lr=lr, momentum=0.0, kl_clip=kl_clip)
+    assert opt.uncovered_params == [model.log_std]
+    x = torch.randn(20, 4, dtype=torch.float64)
+    model.train()
+    mean = model(x)
+    dist = torch.distributions.Normal(mean, model.log_std.exp())
+    opt.record_fisher(dist.log_prob(dist.sample()).sum(-1).mean())
+    loss = (mean**2).mean() + (model.log_std - 1.0).pow(2).sum()
+    opt.zero_grad()
+    loss.backward()
+    g_log_std = model.log_std.grad.clone()
+    grads = {p: p.grad.clone() for p in model.parameters()}
+    before = {p: p.detach().clone() for p in model.parameters()}
+    opt.step()
+    nu = opt.last_step_info["nu"]
+    assert nu < 1.0  # the trust region is active
+    torch.testing.assert_close(before[model.log_std] - model.log_std.detach(), lr * nu * g_log_std)
+    # vFv includes <g, g> of log_std: recompute it from the applied step.
+    vfv = sum(float(((before[p] - p.detach()) / (lr * nu) * grads[p]).sum()) for p in model.parameters()) * lr**2
+    assert vfv == pytest.approx(opt.last_step_info["vFv"], rel=1e-9)
+    assert vfv * nu**2 == pytest.approx(kl_clip, rel=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------- hypothesis
+
+
+@st.composite
+def conv_configs(draw):
+    kernel = draw(st.integers(1, 3))
+    stride = draw(st.integers(1, 3))
+    dilation = draw(st.integers(1, 2))
+    padding = draw(st.one_of(st.integers(0, 2), st.just("same"))) if stride == 1 else draw(st.integers(0, 2))
+    c_in = draw(st.integers(1, 3))
+    c_out = draw(st.integers(1, 4))
+    span = dilation * (kernel - 1) + 1
+    size = draw(st.integers(max(span, 3), 7))
+    bias = draw(st.booleans())
+    batch = draw(st.integers(1, 4))
+    return dict(
+        kernel=kernel,
+        stride=stride,
+        dilation=dilation,
+        padding=padding,
+        c_in=c_in,
+        c_out=c_out,
+        size=size,
+        bias=bias,
+        batch=batch,
+    )
+
+
+@settings(max_examples=25, deadline=None)
+@given(cfg=conv_configs(), damping=st.floats(1e-3, 1.0))
+def test_conv_shapes_against_dense(cfg, damping):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(
+        cfg["c_in"],
+        cfg["c_out"],
+        cfg["kernel"],
+        stride=cfg["stride"],
+        padding=cfg["padding"],
+        dilation=cfg["dilation"],
+        bias=cfg["bias"],
+    )
+    x = torch.randn(cfg["batch"], cfg["c_in"], cfg["size"], cfg["size"], dtype=torch.float64)
+    out_numel = conv.double()(x).shape[1:].numel()
+    model = nn.Sequential(conv, nn.Tanh(), nn.Flatten(), nn.Linear(out_numel, 3)).double()
+    opt = KFAC(model, lr=1.0, momentum=0.0, damping=damping, kl_clip=None)
+    refs = [
+        dense_factors(model, layer, x, lambda out: categorical_sampled_logp(out, torch.Generator().manual_seed(1)))
+        for layer in covered_layers(model)
+    ]
+    delta = one_step_delta(model, opt, x)
+    for layer, (a_ref, g_ref) in zip(covered_layers(model), refs):
+        a, g = factors_of(opt, layer)
+        torch.testing.assert_close(a, a_ref, rtol=1e-9, atol=1e-11)
+        torch.testing.assert_close(g, g_ref, rtol=1e-9, atol=1e-11)
+        expected = dense_kronecker_solve(a, g, homogeneous_grad(layer), damping)
+        got = delta[layer.weight].reshape(layer.weight.shape[0], -1)
+        if layer.bias is not None:
+            got = torch.cat([got, delta[layer.bias].reshape(-1, 1)], dim=1)
+        torch.testing.assert_close(got, expected, rtol=1e-7, atol=1e-9)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 6), min_size=2, max_size=4),
+    bias=st.booleans(),
+    batch=st.integers(1, 6),
+    method=st.sampled_from(["eigen", "cholesky"]),
+)
+def test_mlp_shapes_against_dense(sizes, bias, batch, method):
+    torch.manual_seed(1)
+    layers: list[nn.Module] = []
+    for n_in, n_out in itertools.pairwise(sizes):
+        layers += [nn.Linear(n_in, n_out, bias=bias), nn.Tanh()]
+    model = nn.Sequential(*layers[:-1], nn.Linear(sizes[-1], 2)).double()
+    damping = 0.05
+    opt = KFAC(model, lr=1.0, momentum=0.0, damping=damping, kl_clip=None, inverse_method=method)
+    x = torch.randn(batch, sizes[0], dtype=torch.float64)
+    delta = one_step_delta(model, opt, x)
+    solve = dense_kronecker_solve if method == "eigen" else dense_factored_solve
+    for layer in covered_layers(model):
+        a, g = factors_of(opt, layer)
+        if torch.trace(g) <= 0:
+            continue  # a layer that received no Fisher signal (e.g. a saturated softmax)
+        expected = solve(a, g, homogeneous_grad(layer), damping)
+        got = delta[layer.weight]
+        if layer.bias is not None:
+            got = torch.cat([got, delta[layer.bias].reshape(-1, 1)], dim=1)
+        torch.testing.assert_close(got, expected, rtol=1e-7, atol=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------- trust region
+
+
+def block_fisher_quadratic(opt: KFAC, model: nn.Module, delta: dict, damping: float) -> float:
+    """delta^T F^ delta with F^ the damped K-FAC blocks (identity for uncovered parameters)."""
+    total = 0.0
+    for layer in covered_layers(model):
+        a, g = factors_of(opt, layer)
+        d = delta[layer.weight].reshape(layer.weight.shape[0], -1)
+        if layer.bias is not None:
+            d = torch.cat([d, delta[layer.bias].reshape(-1, 1)], dim=1)
+        big = torch.kron(a, g) + damping * torch.eye(a.shape[0] * g.shape[0], dtype=a.dtype)
+        total += float(vec(d) @ big @ vec(d))
+    for p in opt.uncovered_params:
+        total += float((delta[p] ** 2).sum())
+    return total
+
+
+@pytest.mark.parametrize("lr", [0.01, 0.3, 5.0])
+def test_quadratic_kl_of_applied_step_never_exceeds_kl_clip(lr):
+    model = tiny_cnn()
+    kl_clip, damping = 1e-3, 0.01
+    opt = KFAC(model, lr=lr, momentum=0.0, damping=damping, kl_clip=kl_clip)
+    x = torch.randn(6, 2, 8, 8, dtype=torch.float64)
+    delta = one_step_delta(model, opt, x)
+    quad = block_fisher_quadratic(opt, model, delta, damping)
+    assert quad <= kl_clip * (1 + 1e-9)
+    if opt.last_step_info["nu"] < 1.0:
+        assert quad == pytest.approx(kl_clip, rel=1e-9)
+    else:
+        assert quad == pytest.approx(opt.last_step_info["vFv"], rel=1e-9)
+
+
+def test_exact_kl_of_softmax_policy_step_is_of_order_kl_clip():
+    """Seed 001 appendix E: the exact KL after a trust-region step is close to the radius."""
+    torch.manual_seed(0)
+    policy = nn.Sequential(nn.Linear(6, 32), nn.Tanh(), nn.Linear(32, 4)).double()
+    states = torch.randn(4000, 6, dtype=torch.float64)
+    kl_values = []
+    for kl_clip in (1e-3, 1e-2):
+        model = copy.deepcopy(policy)
+        opt = KFAC(model, lr=1.0, momentum=0.0, damping=1e-3, kl_clip=kl_clip)
+        gen = torch.Generator().manual_seed(0)
+        logits = model(states)
+        opt.record_fisher(categorical_sampled_logp(logits, gen).mean())
+        actions = torch.distributions.Categorical(logits=logits.detach()).sample()
+        advantages = torch.randn(states.shape[0], dtype=torch.float64, generator=gen)
+        loss = -(advantages * torch.log_softmax(logits, -1).gather(-1, actions[:, None]).squeeze(-1)).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        assert opt.last_step_info["nu"] < 1.0
+        with torch.no_grad():
+            old = torch.log_softmax(logits.detach(), -1)
+            new = torch.log_softmax(model(states), -1)
+            kl = float((old.exp() * (old - new)).sum(-1).mean())
+        kl_values.append(kl)
+        # The K-FAC quadratic model predicts KL ~= kl_clip / 2; the exact value must be of that order.
+        assert 0.25 * kl_clip < kl < 2.0 * kl_clip, (kl_clip, kl)
+    # and it scales with the radius
+    assert 3.0 < kl_values[1] / kl_values[0] < 30.0
+
+
+# ---------------------------------------------------------------------------------------------- optimisation
+
+
+def test_trains_classifier_better_than_sgd():
+    """On ill-conditioned synthetic data K-FAC beats SGD given the same learning-rate grid and step count."""
+    gen = torch.Generator().manual_seed(0)
+    n, d, k = 512, 10, 4
+    centers = torch.randn(k, d, generator=gen) * 2
+    labels = torch.randint(0, k, (n,), generator=gen)
+    x = centers[labels] + torch.randn(n, d, generator=gen)
+    x = x * torch.logspace(-1.5, 1.5, d)  # badly scaled features
+    torch.manual_seed(0)
+    init = nn.Sequential(nn.Linear(d, 32), nn.Tanh(), nn.Linear(32, k))
+    lrs = [0.003, 0.01, 0.03, 0.1, 0.3, 1.0]
+    steps = 60
+
+    def final_loss(make_opt) -> float:
+        model = copy.deepcopy(init)
+        opt = make_opt(model)
+        for _ in range(steps):
+            logits = model(x)
+            if isinstance(opt, KFAC):
+                opt.record_fisher(categorical_sampled_logp(logits, gen).mean())
+            loss = nn.functional.cross_entropy(logits, labels)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            value = float(nn.functional.cross_entropy(model(x), labels))
+        return value if math.isfinite(value) else float("inf")
+
+    best_sgd = min(final_loss(lambda m, lr=lr: torch.optim.SGD(m.parameters(), lr=lr, momentum=0.9)) for lr in lrs)
+    best_kfac = min(
+        final_loss(lambda m, lr=lr: KFAC(m, lr=lr, momentum=0.9, damping=1e-2, kl_clip=None, inverse_interval=5)) for lr in lrs
+    )
+    assert best_kfac < 0.5 * best_sgd, (best_kfac, best_sgd)
+
+
+def test_warmup_is_clipped_momentum_sgd():
+    model = tiny_mlp()
+    opt = KFAC(model, lr=0.5, momentum=0.9, warmup_steps=2, warmup_max_grad_norm=0.1)
+    x = torch.randn(9, 5, dtype=torch.float64)
+    buffers = None
+    for _ in range(2):
+        assert opt.in_warmup
+        logits = record_batch(opt, model, x)
+        opt.zero_grad()
+        (logits**2).sum().backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        clipped = [g * min(1.0, 0.1 / (float(norm) + 1e-6)) for g in grads]
+        buffers = clipped if buffers is None else [0.9 * b + c for b, c in zip(buffers, clipped)]
+        before = [p.detach().clone() for p in model.parameters()]
+        opt.step()
+        for p, b0, buf in zip(model.parameters(), before, buffers):
+            torch.testing.assert_close(b0 - p.detach(), 0.5 * buf)
+    assert not opt.in_warmup
+    assert "A" in opt.state[covered_layers(model)[0].weight]  # statistics accumulated during warm-up
+
+
+def test_lr_is_read_from_param_groups():
+    deltas = []
+    for lr in (0.1, 0.2):
+        model = tiny_mlp()
+        opt = KFAC(model, lr=123.0, momentum=0.0, kl_clip=None)
+        opt.param_groups[0]["lr"] = lr
+        delta = one_step_delta(model, opt, torch.randn(9, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
+        deltas.append(delta[covered_layers(model)[0].weight])
+    torch.testing.assert_close(deltas[1], 2 * deltas[0])
+
+
+# ---------------------------------------------------------------------------------------------- persistence
+
+
+@pytest.mark.parametrize("method", ["eigen", "cholesky"])
+def test_state_dict_round_trip_takes_identical_next_step(method):
+    model = tiny_cnn()
+    opt = KFAC(model, lr=0.2, momentum=0.9, inverse_method=method, inverse_interval=2, warmup_steps=1)
+    gen = torch.Generator().manual_seed(0)
+    batches = [torch.randn(5, 2, 8, 8, dtype=torch.float64, generator=gen) for _ in range(5)]
+
+    def train_step(m: nn.Module, o: KFAC, x: torch.Tensor) -> None:
+        logits = record_batch(o, m, x, seed=11)
+        o.zero_grad()
+        (logits.logsumexp(-1) - logits[:, 0]).mean().backward()
+        o.step()
+
+    for x in batches[:4]:
+        train_step(model, opt, x)
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True)
+
+    restored = tiny_cnn(seed=99)
+    restored.load_state_dict(saved["model"])
+    restored_opt = KFAC(restored, lr=0.2, momentum=0.9, inverse_method=method, inverse_interval=2, warmup_steps=1)
+    restored_opt.load_state_dict(saved["opt"])
+    assert restored_opt.steps == opt.steps == 4
+
+    train_step(model, opt, batches[4])
+    train_step(restored, restored_opt, batches[4])
+    for p, q in zip(model.parameters(), restored.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_records_are_released_every_step():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 2))
+    opt = KFAC(model, lr=0.01, inverse_interval=50)
+    x = torch.randn(32, 8)
+    for _ in range(2000):
+        logits = model(x)
+        opt.record_fisher(categorical_sampled_logp(logits, torch.Generator().manual_seed(0)).mean())
+        opt.zero_grad()
+        logits.pow(2).mean().backward()
+        opt.step()
+        assert all(not layer.records and layer.a_sum is None and layer.g_sum is None for layer in opt.layers)
+    # no per-step growth of the persistent state either
+    sizes = {k: len(v) for k, v in opt.state.items()}
+    assert max(sizes.values()) <= 12
+
+
+def test_async_inverse_matches_synchronous_decomposition():
+    model = tiny_mlp()
+    opt = KFAC(model, lr=0.1, inverse_interval=1, async_inverse=True)
+    x = torch.randn(9, 5, dtype=torch.float64)
+    for i in range(4):
+        logits = record_batch(opt, model, x, seed=i)
+        opt.zero_grad()
+        logits.pow(2).mean().backward()
+        opt.step()
+    opt.wait_for_inverses()
+    for layer in covered_layers(model):
+        state = opt.state[layer.weight]
+        d_a = torch.linalg.eigvalsh(state["A"]).clamp(min=0)
+        # the installed eigenvalues are those of a (possibly one step older) factor; after waiting they are current
+        if state["inverse_version"] == state["stats_version"]:
+            torch.testing.assert_close(state["d_a"], d_a)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    opt.remove_hooks()
+
+
+# ---------------------------------------------------------------------------------------------- robustness
+
+
+def train_steps(model: nn.Module, opt: KFAC, n: int, seed: int = 0) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(n):
+        x = torch.randn(9, 5, dtype=torch.float64, generator=gen)
+        logits = record_batch(opt, model, x, seed=seed)
+        opt.zero_grad()
+        logits.pow(2).mean().backward()
+        opt.step()
+
+
+def test_nan_gradient_skips_step_and_keeps_parameters():
+    model = tiny_mlp()
+    opt = KFAC(model, lr=0.1, inverse_interval=1)
+    train_steps(model, opt, 3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    buffers = {p: opt.state[p]["momentum_buffer"].clone() for p in model.parameters()}
+    logits = record_batch(opt, model, torch.randn(9, 5, dtype=torch.float64))
+    opt.zero_grad()
+    logits.pow(2).mean().backward()
+    covered_layers(model)[1].weight.grad[0, 0] = float("nan")
+    with pytest.warns(RuntimeWarning, match="non-finite gradient"):
+        opt.step()
+    assert opt.counters["skipped_steps"] == 1
+    assert opt.steps == 3
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+    for p in model.parameters():
+        assert torch.equal(opt.state[p]["momentum_buffer"], buffers[p])
+    train_steps(model, opt, 2, seed=1)  # and training goes on
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_nan_factor_falls_back_to_last_good_inverse_and_recovers():
+    model = tiny_mlp()
+    opt = KFAC(model, lr=0.1, inverse_interval=1)
+    train_steps(model, opt, 3)
+    layer = covered_layers(model)[0]
+    state = opt.state[layer.weight]
+    last_q = state["q_a"].clone()
+    state["A"][0, 0] = float("nan")
+    with pytest.warns(RuntimeWarning, match="could not be decomposed"):
+        train_steps(model, opt, 1, seed=5)
+    assert opt.counters["inverse_fallbacks"] == 1
+    assert torch.equal(state["q_a"], last_q)  # previous inverse kept
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train_steps(model, opt, 2, seed=6)
+    assert torch.isfinite(state["A"]).all()  # statistics restarted from fresh batches
+    assert not torch.equal(state["q_a"], last_q)
+
+
+def test_failed_decomposition_without_previous_inverse_uses_first_order_step(monkeypatch):
+    model = tiny_mlp()
+    opt = KFAC(model, lr=0.1, momentum=0.0, kl_clip=None)
+
+    def broken_eigh(*args, **kwargs):
+        raise torch.linalg.LinAlgError("injected failure")
+
+    monkeypatch.setattr(torch.linalg, "eigh", broken_eigh)
+    logits = record_batch(opt, model, torch.randn(9, 5, dtype=torch.float64))
+    opt.zero_grad()
+    logits.pow(2).mean().backward()
+    grads = {p: p.grad.clone() for p in model.parameters()}
+    before = {p: p.detach().clone() for p in model.parameters()}
+    with pytest.warns(RuntimeWarning):
+        opt.step()
+    assert opt.counters["inverse_fallbacks"] == 2
+    for p in model.parameters():
+        torch.testing.assert_close(before[p] - p.detach(), 0.1 * grads[p])
+
+
+def test_non_finite_fisher_statistics_are_rejected():
+    model = tiny_mlp()
+    opt = KFAC(model, lr=0.1, inverse_interval=1)
+    train_steps(model, opt, 2)
+    a_before = opt.state[covered_layers(model)[0].weight]["A"].clone()
+    logits = model(torch.randn(9, 5, dtype=torch.float64))
+    opt.record_fisher(logits.sum() * float("nan"))
+    opt.zero_grad()
+    logits.pow(2).mean().backward()
+    with pytest.warns(RuntimeWarning, match="non-finite statistics"):
+        opt.step()
+    assert opt.counters["rejected_stats"] >= 1
+    assert torch.equal(opt.state[covered_layers(model)[0].weight]["A"], a_before)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_step_without_statistics_after_warmup_raises():
+    model = tiny_mlp()
+    opt = KFAC(model)
+    model(torch.randn(3, 5, dtype=torch.float64)).sum().backward()
+    with pytest.raises(RuntimeError, match="record_fisher"):
+        opt.step()
+
+
+# ---------------------------------------------------------------------------------------------- bad arguments
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(damping=-0.1), "damping"),
+        (dict(lr=-1.0), "lr"),
+        (dict(lr=float("nan")), "lr"),
+        (dict(kl_clip=0.0), "kl_clip"),
+        (dict(kl_clip=-1e-3), "kl_clip"),
+        (dict(stat_decay=1.0), "stat_decay"),
+        (dict(stat_decay=-0.1), "stat_decay"),
+        (dict(momentum=1.0), "momentum"),
+        (dict(weight_decay=-1.0), "weight_decay"),
+        (dict(stats_interval=0), "stats_interval"),
+        (dict(inverse_interval=1.5), "inverse_interval"),
+        (dict(warmup_steps=-1), "warmup_steps"),
+        (dict(inverse_method="svd"), "inverse_method"),
+        (dict(damping_type="diagonal"), "damping_type"),
+        (dict(inverse_method="cholesky", damping_type="kronecker"), "damping_type"),
+        (dict(inverse_method="cholesky", damping=0.0), "damping"),
+        (dict(stats_batch_size=0), "stats_batch_size"),
+        (dict(skip_modules=["nope"]), "skip_modules"),
+    ],
+)
+def test_bad_arguments_raise_value_error_naming_them(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        KFAC(tiny_mlp(), **kwargs)
+
+
+def test_model_without_coverable_layer_is_rejected():
+    with pytest.raises(ValueError, match="no layer K-FAC can cover"):
+        KFAC(nn.Sequential(nn.LayerNorm(4)))
+    with pytest.raises(ValueError, match="no layer K-FAC can cover"):
+        KFAC(nn.Conv2d(4, 4, 3, groups=2))
+    with pytest.raises(TypeError, match=r"nn\.Module"):
+        KFAC([nn.Parameter(torch.zeros(3))])  # type: ignore[arg-type]
