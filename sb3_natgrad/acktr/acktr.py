@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import pathlib
 import warnings
 from typing import Any, ClassVar, TypeVar
 
@@ -24,6 +26,7 @@ from sb3_natgrad.common.checks import (
     check_spaces,
 )
 from sb3_natgrad.common.distributions import distribution_and_values, policy_kl, sampled_log_prob
+from sb3_natgrad.common.save_util import check_saved_algorithm
 from sb3_natgrad.common.schedules import LinearDecay
 from sb3_natgrad.optim import KFAC
 from sb3_natgrad.optim.kfac import DAMPING_TYPES, INVERSE_METHODS
@@ -220,6 +223,9 @@ class ACKTR(OnPolicyAlgorithm):
         self.normalize_advantage = normalize_advantage
         # Running variance of the Bellman error (adaptive Gauss-Newton, seed 001 appendix D).
         self.bellman_error_var: float | None = None
+        # learn()'s log interval, to compute the KL only for updates whose logs are written
+        self._log_interval: int | None = None
+        self._iterations_in_learn = 0
 
         if _init_setup_model:
             self._setup_model()
@@ -276,45 +282,49 @@ class ACKTR(OnPolicyAlgorithm):
         self.policy.set_training_mode(True)
         kfac = self.kfac
         self._update_learning_rate(kfac)
+        # batch_size=None: the whole rollout in one batch, one K-FAC step per rollout (like A2C)
+        rollout_data = next(iter(self.rollout_buffer.get(batch_size=None)))
+        actions = rollout_data.actions
+        if isinstance(self.action_space, spaces.Discrete):
+            actions = actions.long().flatten()
 
-        for rollout_data in self.rollout_buffer.get(batch_size=None):
-            actions = rollout_data.actions
-            if isinstance(self.action_space, spaces.Discrete):
-                actions = actions.long().flatten()
+        distribution, values = distribution_and_values(self.policy, rollout_data.observations)
+        old_distribution = distribution.distribution  # snapshot: SB3 reuses the distribution object
+        values = values.flatten()
+        log_prob = distribution.log_prob(actions)
+        entropy = distribution.entropy()
 
-            distribution, values = distribution_and_values(self.policy, rollout_data.observations)
-            values = values.flatten()
-            log_prob = distribution.log_prob(actions)
-            entropy = distribution.entropy()
+        advantages = rollout_data.advantages
+        if self.normalize_advantage and len(advantages) > 1:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 
-            advantages = rollout_data.advantages
-            if self.normalize_advantage and len(advantages) > 1:
-                advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        policy_loss = -(advantages * log_prob).mean()
+        value_loss = F.mse_loss(rollout_data.returns, values)
+        entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
+        loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
 
-            policy_loss = -(advantages * log_prob).mean()
-            value_loss = F.mse_loss(rollout_data.returns, values)
-            entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
-            loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+        if not th.isfinite(loss):
+            warnings.warn(f"{type(self).__name__}: non-finite loss ({float(loss)}), the update was skipped", RuntimeWarning)
+            kfac.counters["skipped_steps"] += 1
+            kfac._release_records()
+            self.logger.record("train/kfac_skipped_updates", kfac.counters["skipped_steps"])
+            return
 
-            if not th.isfinite(loss):
-                warnings.warn(
-                    f"{type(self).__name__}: non-finite loss ({float(loss)}), the update was skipped", RuntimeWarning
-                )
-                kfac.counters["skipped_steps"] += 1
-                kfac._release_records()
-                continue
-
-            if kfac.stats_due:
-                kfac.record_fisher(self._fisher_loss(distribution, values, rollout_data.returns))
-            kfac.zero_grad()
-            loss.backward()
-            kfac.step()
-
-            with th.no_grad():
-                new_distribution = self.policy.get_distribution(rollout_data.observations)
-                kl = float(policy_kl(distribution, new_distribution).mean())
+        if kfac.stats_due:
+            kfac.record_fisher(self._fisher_loss(distribution, values, rollout_data.returns))
+        kfac.zero_grad()
+        loss.backward()
+        kfac.step()
 
         self._n_updates += 1
+        self._iterations_in_learn += 1
+        if self._logs_written_after_this_update():
+            # exact KL(old || new) on the batch: one more actor forward, only when the value will be logged
+            with th.no_grad():
+                new_distribution = self.policy.get_distribution(rollout_data.observations)
+                kl = float(policy_kl(old_distribution, new_distribution).mean())
+            self.logger.record("train/kl", kl)
+
         explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
 
         info = kfac.last_step_info
@@ -323,7 +333,6 @@ class ACKTR(OnPolicyAlgorithm):
         self.logger.record("train/entropy_loss", entropy_loss.item())
         self.logger.record("train/policy_loss", policy_loss.item())
         self.logger.record("train/value_loss", value_loss.item())
-        self.logger.record("train/kl", kl)
         self.logger.record("train/step_size", info.get("step_size", 0.0))
         self.logger.record("train/natural_grad_norm", info.get("natural_grad_norm", float("nan")))
         self.logger.record("train/vFv", info.get("vFv", float("nan")))
@@ -335,6 +344,45 @@ class ACKTR(OnPolicyAlgorithm):
         if hasattr(self.policy, "log_std"):
             self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
 
+    @classmethod
+    def load(  # type: ignore[override]
+        cls: type[SelfACKTR],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | None = None,
+        device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfACKTR:
+        """
+        Load a saved ACKTR model (policy, K-FAC state and all settings); refuses files saved by other algorithms.
+
+        See ``stable_baselines3.common.base_class.BaseAlgorithm.load`` for the arguments.
+        """
+        check_saved_algorithm(path, cls.__name__, ("kfac_clip", "vf_fisher_coef"))
+        return super().load(
+            path,
+            env=env,
+            device=device,
+            custom_objects=custom_objects,
+            print_system_info=print_system_info,
+            force_reset=force_reset,
+            **kwargs,
+        )
+
+    def _logs_written_after_this_update(self) -> bool:
+        """
+        Whether the values recorded by this update reach the log: ``learn`` dumps every ``log_interval`` iterations,
+        before that iteration's update, so the update of iteration ``i`` is logged when ``(i + 1) % log_interval == 0``
+        (or on the last iteration, for ``logger.name_to_value`` readers).
+        """
+        log_interval = self._log_interval
+        if log_interval is None or log_interval <= 0:
+            return True
+        last = self.num_timesteps >= self._total_timesteps
+        return last or (self._iterations_in_learn + 1) % log_interval == 0
+
     def learn(
         self: SelfACKTR,
         total_timesteps: int,
@@ -344,6 +392,8 @@ class ACKTR(OnPolicyAlgorithm):
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfACKTR:
+        self._log_interval = log_interval
+        self._iterations_in_learn = 0
         return super().learn(
             total_timesteps=total_timesteps,
             callback=callback,

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import torch as th
-from stable_baselines3.common.distributions import (
-    BernoulliDistribution,
-    CategoricalDistribution,
-    DiagGaussianDistribution,
-    Distribution,
-    MultiCategoricalDistribution,
-    StateDependentNoiseDistribution,
-)
+from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import PyTorchObs
+
+TorchDistributions = th.distributions.Distribution | list[th.distributions.Distribution]
 
 
 def distribution_and_values(policy: ActorCriticPolicy, obs: PyTorchObs) -> tuple[Distribution, th.Tensor]:
@@ -53,25 +48,26 @@ def sampled_log_prob(distribution: Distribution) -> th.Tensor:
     return distribution.log_prob(actions.detach())
 
 
-def policy_kl(old: Distribution, new: Distribution) -> th.Tensor:
+def policy_kl(old: Distribution | TorchDistributions, new: Distribution | TorchDistributions) -> th.Tensor:
     """
     Exact ``KL(old || new)`` per sample, summed over independent action dimensions.
 
-    :param old: distribution before the update
-    :param new: distribution after the update (same type)
+    SB3 distribution objects are reused (``proba_distribution`` returns ``self``), so snapshot the *torch*
+    distribution of the old policy (``dist.distribution``, a list for MultiDiscrete) before running the policy
+    again, and pass that snapshot here.
+
+    :param old: the torch distribution(s) of the policy before the update (or an SB3 distribution not reused since)
+    :param new: the same after the update
     :return: KL divergence per sample, shape ``[batch]``
     """
-    if type(old) is not type(new):
-        raise TypeError(f"cannot compare distributions of types {type(old).__name__} and {type(new).__name__}")
-    if isinstance(old, MultiCategoricalDistribution):
-        assert isinstance(new, MultiCategoricalDistribution)
-        return th.stack([th.distributions.kl_divergence(p, q) for p, q in zip(old.distribution, new.distribution)], dim=1).sum(
-            dim=1
-        )
-    if isinstance(old, CategoricalDistribution):
-        return th.distributions.kl_divergence(old.distribution, new.distribution)
-    if isinstance(old, (DiagGaussianDistribution, StateDependentNoiseDistribution, BernoulliDistribution)):
-        # Independent dimensions (a tanh-squashed Gaussian has the KL of its underlying Gaussian).
-        kl = th.distributions.kl_divergence(old.distribution, new.distribution)
-        return kl.sum(dim=-1) if kl.dim() > 1 else kl
-    raise NotImplementedError(f"no KL divergence for {type(old).__name__}")
+    old_dist = old.distribution if isinstance(old, Distribution) else old
+    new_dist = new.distribution if isinstance(new, Distribution) else new
+    if isinstance(old_dist, (list, tuple)):
+        assert isinstance(new_dist, (list, tuple))
+        return th.stack([th.distributions.kl_divergence(p, q) for p, q in zip(old_dist, new_dist)], dim=1).sum(dim=1)
+    kl = th.distributions.kl_divergence(old_dist, new_dist)
+    if isinstance(old_dist, th.distributions.Categorical):
+        return kl
+    # Independent dimensions: Normal (diagonal Gaussian, gSDE, and tanh-squashed Gaussians, whose KL is that of the
+    # underlying Gaussian) and Bernoulli.
+    return kl.sum(dim=-1) if kl.dim() > 1 else kl

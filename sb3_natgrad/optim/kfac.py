@@ -522,8 +522,7 @@ class KFAC(Optimizer):
             grads[id(p)] = grad
         if not grads:
             return grads
-        finite = torch.stack([torch.isfinite(g).all() for g in grads.values()]).all()
-        return grads if bool(finite) else None
+        return grads if _all_finite(list(grads.values())) else None
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -618,8 +617,7 @@ class KFAC(Optimizer):
                 out.append((new_buf, new_buf * step_lr))
             else:
                 out.append((None, direction * step_lr))
-        finite = torch.stack([torch.isfinite(update).all() for _, update in out]).all()
-        return out if bool(finite) else None
+        return out if _all_finite([update for _, update in out]) else None
 
     def _clear_step_buffers(self) -> None:
         for layer in self.layers:
@@ -651,6 +649,18 @@ class KFAC(Optimizer):
             self.counters.update({k: int(v) for k, v in extra["counters"].items()})
         self._clear_step_buffers()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Keep the K-FAC attributes (torch.optim.Optimizer only keeps defaults/state/param_groups), so that a
+        # ``copy.deepcopy`` of the model copies a working optimizer whose hooks point at the copied layers.
+        self._collect_async_inverses(wait=True)
+        state = self.__dict__.copy()
+        state["_executor"] = None
+        state["_inverse_future"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
     def remove_hooks(self) -> None:
         """Detach the optimizer from the model's layers (statistics are no longer recorded)."""
         for handle in self._hook_handles:
@@ -664,6 +674,13 @@ class KFAC(Optimizer):
         if key not in self._warned:
             self._warned.add(key)
             warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def _all_finite(tensors: list[torch.Tensor]) -> bool:
+    """One check (and one device synchronisation) for a list of tensors."""
+    if not tensors:
+        return True
+    return bool(torch.isfinite(torch.cat([t.reshape(-1) for t in tensors])).all())
 
 
 def _bad(name: str, value: Any, expected: str) -> ValueError:
