@@ -144,6 +144,16 @@ def test_no_statistics_from_eval_mode_or_no_grad_forwards():
     torch.testing.assert_close(factors_of(opt, layer)[0], a_ref)
 
 
+def test_no_statistics_context_pauses_recording():
+    model = tiny_mlp()
+    opt = KFAC(model, kl_clip=None)
+    with opt.no_statistics():
+        model(torch.randn(4, 5, dtype=torch.float64))
+    assert all(not layer.records for layer in opt.layers)
+    model(torch.randn(4, 5, dtype=torch.float64))
+    assert all(len(layer.records) == 1 for layer in opt.layers)
+
+
 def test_stats_batch_size_uses_strided_subset():
     model = tiny_mlp()
     opt = KFAC(model, kl_clip=None, stats_batch_size=4)

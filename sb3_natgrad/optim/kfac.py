@@ -211,6 +211,7 @@ class KFAC(Optimizer):
         self.uncovered_params = [p for p in params if id(p) not in covered]
 
         self._step = 0
+        self._recording_paused = False
         self.counters: dict[str, int] = {
             "skipped_steps": 0,
             "rejected_stats": 0,
@@ -239,8 +240,21 @@ class KFAC(Optimizer):
         """Whether statistics are recorded for the next step (every ``stats_interval`` steps)."""
         return self._step % self.stats_interval == 0
 
+    @contextmanager
+    def no_statistics(self) -> Iterator[None]:
+        """
+        Context in which training-mode forward passes are not recorded (e.g. extra evaluations of the model whose
+        graphs should not be kept alive until the next :meth:`record_fisher` or :meth:`step`).
+        """
+        previous = self._recording_paused
+        self._recording_paused = True
+        try:
+            yield
+        finally:
+            self._recording_paused = previous
+
     def _forward_hook(self, layer: _Layer, module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
-        if not (module.training and torch.is_grad_enabled() and self.stats_due):
+        if self._recording_paused or not (module.training and torch.is_grad_enabled() and self.stats_due):
             return
         if not isinstance(output, torch.Tensor) or not output.requires_grad:
             return
