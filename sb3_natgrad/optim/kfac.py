@@ -354,15 +354,21 @@ class KFAC(Optimizer):
 
     def _fold_statistics(self) -> None:
         """Fold this step's A and G into the running factors (EMA)."""
-        for layer in self.layers:
-            if layer.a_sum is None or layer.g_sum is None or layer.a_rows == 0 or layer.g_samples == 0:
-                continue
-            new_a = layer.a_sum / layer.a_rows
-            new_g = layer.g_sum / layer.g_samples
-            if not (torch.isfinite(new_a).all() and torch.isfinite(new_g).all()):
+        ready = [
+            layer
+            for layer in self.layers
+            if layer.a_sum is not None and layer.g_sum is not None and layer.a_rows > 0 and layer.g_samples > 0
+        ]
+        # one finiteness check for all layers; per layer only if something is wrong
+        all_finite = _all_finite([t for layer in ready for t in (layer.a_sum, layer.g_sum) if t is not None])
+        for layer in ready:
+            assert layer.a_sum is not None and layer.g_sum is not None
+            if not all_finite and not _all_finite([layer.a_sum, layer.g_sum]):
                 self.counters["rejected_stats"] += 1
                 self._warn_once(f"stats:{layer.name}", f"KFAC: non-finite statistics for layer '{layer.name}' were discarded")
                 continue
+            new_a = layer.a_sum / layer.a_rows
+            new_g = layer.g_sum / layer.g_samples
             state = self.state[layer.weight]
             n_stats = state.get("n_stats", 0)
             if n_stats == 0:

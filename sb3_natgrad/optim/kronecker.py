@@ -108,9 +108,13 @@ def homogeneous_second_moment(rows: torch.Tensor, with_bias: bool) -> torch.Tens
     :param with_bias: append the homogeneous coordinate
     :return: ``[d + 1, d + 1]`` (or ``[d, d]``) sum of outer products
     """
-    gram = rows.t() @ rows
     if not with_bias:
-        return gram
+        return rows.t() @ rows
+    if rows.numel() <= 65536:
+        # small: one matmul on [a, 1] is cheaper than assembling the blocks
+        rows = torch.cat([rows, rows.new_ones((rows.shape[0], 1))], dim=1)
+        return rows.t() @ rows
+    gram = rows.t() @ rows
     d = rows.shape[1]
     out = rows.new_empty((d + 1, d + 1))
     out[:d, :d] = gram
