@@ -57,6 +57,12 @@ class ACKTR(OnPolicyAlgorithm):
     The first ``warmup_steps`` updates are momentum SGD on gradients clipped to ``max_grad_norm`` while the
     curvature statistics accumulate (as in the OpenAI and SB2 code); ``max_grad_norm`` is not applied afterwards.
 
+    *Reward scale matters.* The trust region is shared by actor and critic, and the critic's Gauss–Newton term of
+    ``g^T F^-1 g`` grows with the squared return error. With returns in the hundreds (CartPole, MuJoCo) that term
+    dominates ``nu`` and the actor barely moves (``train/step_size`` far below ``learning_rate``); normalise the
+    rewards (``VecNormalize(norm_reward=True)``, ``normalize`` in rl-zoo3), as our packaged hyperparameters do, or
+    lower ``vf_coef``. Atari rewards are clipped, so the paper's setting is not affected.
+
     ``vf_coef`` multiplies the *mean squared error* ``mean((R - V)^2)``. The default 0.25 equals the paper's
     ``0.5 * 1/2 (R - V)^2`` and SB2's ACKTR (``vf_coef=0.25``); OpenAI's refactored baselines and ikostrikov's
     code use ``0.5 * MSE``, i.e. ``vf_coef=0.5`` here.
