@@ -1,0 +1,454 @@
+"""
+The ``sb3-natgrad`` command (also ``python -m sb3_natgrad``): rl-zoo3's tools with the sb3_natgrad algorithms.
+
+Each sub-command registers the algorithms (:func:`sb3_natgrad.zoo.register`) and runs the rl-zoo3 script of the
+same name with the same flags, so rl-zoo3's documentation applies with ``--algo acktr`` (or ``kfrelax``, ``smac``)::
+
+    sb3-natgrad train --algo acktr --env CartPole-v1                # = python -m rl_zoo3.train ...
+    sb3-natgrad enjoy --algo acktr --env CartPole-v1 -f logs/       # = python -m rl_zoo3.enjoy ...
+    sb3-natgrad record-video --algo acktr --env CartPole-v1 -f logs/ -n 1000
+    sb3-natgrad plot-train -a acktr -e CartPole-v1 -f logs/
+    sb3-natgrad all-plots -a acktr -e CartPole-v1 -f logs/ -o results
+    sb3-natgrad plot-from-file -i results.pkl -o results.png --format png
+
+Differences from rl-zoo3: ``--algo`` defaults to ``acktr``; an sb3_natgrad algorithm reads the packaged
+hyperparameter file unless ``-conf``/``--conf-file`` is given; bad input (unknown algorithm or env, malformed
+or unknown hyperparameters, no trained model, missing optional dependency) ends with one ``error:`` line and a
+non-zero exit code; ``plot-train`` and ``all-plots`` accept ``--save-fig FILE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import difflib
+import importlib
+import io
+import os
+import re
+import runpy
+import sys
+import types
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sb3_natgrad.zoo import ZOO_ALGORITHMS, ZooError, register, unavailable_algorithms
+from sb3_natgrad.zoo.config import one_line
+
+PROG = "sb3-natgrad"
+#: ``--algo`` when none is given (rl-zoo3's default is ``ppo``).
+DEFAULT_ALGO = "acktr"
+#: rl-zoo3's default ``--env``.
+DEFAULT_ENV = "CartPole-v1"
+#: rl-zoo3's default model folder for ``enjoy`` / ``record_video`` (its pretrained agents).
+DEFAULT_FOLDER = "rl-trained-agents"
+
+# Which pyproject extra brings a module that may be missing.
+_EXTRAS = {
+    "rl_zoo3": "zoo",
+    "optuna": "zoo",
+    "yaml": "zoo",
+    "requests": "zoo",
+    "huggingface_sb3": "zoo",
+    "huggingface_hub": "zoo",
+    "pytablewriter": "zoo",
+    "seaborn": "plots",
+    "scipy": "plots",
+    "pandas": "plots",
+    "matplotlib": "plots",
+    "moviepy": "zoo",
+    "ale_py": "atari",
+    "cv2": "atari",
+    "mujoco": "mujoco",
+    "Box2D": "box2d",
+}
+
+
+@dataclass(frozen=True)
+class Command:
+    """
+    A sub-command.
+
+    :param handler: called with the arguments after the sub-command name
+    :param help: one-line description for ``sb3-natgrad --help``
+    """
+
+    handler: Callable[[list[str]], None]
+    help: str
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Helpers
+
+
+@contextlib.contextmanager
+def _script_argv(command: str, argv: Sequence[str]) -> Iterator[None]:
+    """Run an rl-zoo3 script as if called as ``sb3-natgrad <command> <argv>``."""
+    saved = sys.argv
+    sys.argv = [f"{PROG} {command}", *argv]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+@contextlib.contextmanager
+def _patched(owner: Any, name: str, value: Any) -> Iterator[None]:
+    saved = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, saved)
+
+
+def _wants_help(argv: Sequence[str]) -> bool:
+    return "-h" in argv or "--help" in argv
+
+
+def _pre_parse(argv: Sequence[str], options: Sequence[tuple[tuple[str, ...], dict[str, Any]]]) -> argparse.Namespace | None:
+    """
+    Read the few flags the checks need, leaving everything else to rl-zoo3's own parser.
+
+    :return: the flags, or ``None`` when they do not parse (rl-zoo3's parser then reports the problem)
+    """
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    for flags, kwargs in options:
+        parser.add_argument(*flags, **kwargs)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            known, _ = parser.parse_known_args(list(argv))
+    except (argparse.ArgumentError, SystemExit):
+        return None
+    return known
+
+
+_ALGO_ENV_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+    (("--algo",), dict(default=None)),
+    (("--env",), dict(default=DEFAULT_ENV)),
+    (("--gym-packages",), dict(nargs="+", default=[])),
+]
+_TRAIN_OPTIONS = [*_ALGO_ENV_OPTIONS, (("-i", "--trained-agent"), dict(default=""))]
+_LOAD_OPTIONS = [
+    *_ALGO_ENV_OPTIONS,
+    (("-f", "--folder"), dict(default=DEFAULT_FOLDER)),
+    (("--exp-id",), dict(type=int, default=0)),
+    (("--load-best",), dict(action="store_true")),
+    (("--load-checkpoint",), dict(type=int, default=None)),
+    (("--load-last-checkpoint",), dict(action="store_true")),
+]
+
+
+def _with_default_algo(argv: list[str], known: argparse.Namespace | None) -> list[str]:
+    # Put the default first: a later --algo (even abbreviated, which only rl-zoo3's parser understands) wins.
+    if known is not None and known.algo is None:
+        return ["--algo", DEFAULT_ALGO, *argv]
+    return argv
+
+
+def _check_algo(algo: str) -> None:
+    from rl_zoo3.utils import ALGOS
+
+    if algo in ALGOS:
+        return
+    reasons = unavailable_algorithms()
+    if algo in reasons:
+        raise ZooError(f"--algo {algo} is not available: {reasons[algo]}")
+    close = difflib.get_close_matches(algo, list(ALGOS), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ZooError(f"unknown --algo {algo!r}{hint}; choose from: {', '.join(ALGOS)}")
+
+
+def _check_env(env_id: str, gym_packages: Sequence[str]) -> None:
+    import gymnasium as gym
+    import rl_zoo3.import_envs  # noqa: F401 (registers the ALE and rl-zoo3's own envs, as rl-zoo3 does)
+
+    for module in gym_packages:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ZooError(f"--gym-packages: cannot import {module!r} ({one_line(exc)})") from None
+    if env_id in gym.registry:
+        return
+    close = difflib.get_close_matches(env_id, list(gym.registry), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ZooError(
+        f"unknown environment id {env_id!r} (not registered in Gymnasium{hint}); register custom envs with --gym-packages"
+    )
+
+
+def _check_model(known: argparse.Namespace, algo: str) -> None:
+    from huggingface_sb3 import EnvironmentName
+    from rl_zoo3.utils import get_model_path
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            get_model_path(
+                known.exp_id,
+                known.folder,
+                algo,
+                EnvironmentName(known.env),
+                known.load_best,
+                known.load_checkpoint,
+                known.load_last_checkpoint,
+            )
+    except (AssertionError, ValueError) as exc:
+        hint = " (pass the log folder of train with -f, e.g. -f logs/)" if known.folder == DEFAULT_FOLDER else ""
+        raise ZooError(f"no trained {algo} model for {known.env} in {known.folder!r}: {one_line(exc)}{hint}") from None
+
+
+def _prepare(argv: list[str], options: list[tuple[tuple[str, ...], dict[str, Any]]]) -> tuple[list[str], Any]:
+    """Register the algorithms, add the default ``--algo``, check the algorithm and env."""
+    register()
+    if _wants_help(argv):
+        return _with_default_algo(argv, _pre_parse(argv, options)), None
+    known = _pre_parse(argv, options)
+    argv = _with_default_algo(argv, known)
+    if known is not None:
+        known.algo = known.algo or DEFAULT_ALGO
+        _check_algo(known.algo)
+        _check_env(known.env, known.gym_packages)
+    return argv, known
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Sub-commands
+
+
+def train(argv: list[str]) -> None:
+    """
+    ``rl_zoo3.train`` (training, ``-optimize`` hyperparameter search, ``-i`` continued training).
+
+    :param argv: rl-zoo3 ``train`` flags
+    """
+    import rl_zoo3.train
+
+    from sb3_natgrad.zoo.experiment import NatgradExperimentManager
+
+    argv, known = _prepare(argv, _TRAIN_OPTIONS)
+    if known is not None and known.trained_agent:
+        if not known.trained_agent.endswith(".zip"):
+            raise ZooError(f"--trained-agent {known.trained_agent!r}: expected a .zip file saved by train")
+        if not os.path.isfile(known.trained_agent):
+            raise ZooError(f"--trained-agent {known.trained_agent!r}: file not found")
+    with _patched(rl_zoo3.train, "ExperimentManager", NatgradExperimentManager), _script_argv("train", argv):
+        rl_zoo3.train.train()
+
+
+def _import_enjoy() -> types.ModuleType:
+    """
+    Import ``rl_zoo3.enjoy``. It imports ``rl_zoo3.load_from_hub`` (and so ``requests``) only to download rl-zoo3's
+    pretrained agents; without ``requests``, a stand-in module lets ``enjoy`` run on local models.
+    """
+    try:
+        return importlib.import_module("rl_zoo3.enjoy")
+    except ModuleNotFoundError as exc:
+        if exc.name != "requests":
+            raise
+    stand_in = types.ModuleType("rl_zoo3.load_from_hub")
+
+    def download_from_hub(*args: Any, **kwargs: Any) -> None:
+        raise ZooError("downloading pretrained agents needs the 'requests' package (pip install requests)")
+
+    stand_in.download_from_hub = download_from_hub  # type: ignore[attr-defined]
+    sys.modules["rl_zoo3.load_from_hub"] = stand_in
+    return importlib.import_module("rl_zoo3.enjoy")
+
+
+def enjoy(argv: list[str]) -> None:
+    """
+    ``rl_zoo3.enjoy``: load a trained agent and run it.
+
+    :param argv: rl-zoo3 ``enjoy`` flags
+    """
+    argv, known = _prepare(argv, _LOAD_OPTIONS)
+    ours = {entry.name for entry in ZOO_ALGORITHMS}
+    # rl-zoo3 downloads its own algorithms' agents when they are not in rl-trained-agents/; there are none of ours.
+    if known is not None and (known.algo in ours or DEFAULT_FOLDER not in known.folder):
+        _check_model(known, known.algo)
+    module = _import_enjoy()
+    with _script_argv("enjoy", argv):
+        module.enjoy()
+
+
+def record_video(argv: list[str]) -> None:
+    """
+    ``rl_zoo3.record_video``: record an mp4 of a trained agent (``<log folder>/videos/`` by default).
+
+    :param argv: rl-zoo3 ``record_video`` flags
+    """
+    argv, known = _prepare(argv, _LOAD_OPTIONS)
+    if known is not None:
+        _check_model(known, known.algo)
+    if not _wants_help(argv):
+        importlib.import_module("moviepy")  # VecVideoRecorder's backend: fail before loading anything
+    with _script_argv("record-video", argv):
+        runpy.run_module("rl_zoo3.record_video", run_name="__main__", alter_sys=False)
+
+
+def _save_figures(path: str) -> None:
+    import matplotlib.pyplot as plt
+
+    numbers = plt.get_fignums()
+    if not numbers:
+        raise ZooError("--save-fig: no figure was drawn")
+    root, extension = os.path.splitext(path)
+    for number in numbers:
+        figure = plt.figure(number)
+        target = path
+        if len(numbers) > 1:
+            label = re.sub(r"[^A-Za-z0-9.-]+", "_", str(figure.get_label()))
+            target = f"{root}_{label or number}{extension}"
+        figure.savefig(target)
+        print(f"Saved figure to {target}")
+    plt.close("all")
+
+
+def _plot(module_name: str, command: str, argv: list[str], save_option: bool) -> None:
+    save_fig = None
+    if save_option and not _wants_help(argv):
+        parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+        parser.add_argument("--save-fig", default=None)
+        known, argv = parser.parse_known_args(argv)
+        save_fig = known.save_fig
+    if save_fig is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+    function = getattr(importlib.import_module(f"rl_zoo3.plots.{module_name}"), module_name)
+    with _script_argv(command, argv), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*non-interactive.*cannot be shown")
+        function()
+    if save_fig is not None:
+        _save_figures(save_fig)
+
+
+def plot_train(argv: list[str]) -> None:
+    """
+    ``rl_zoo3.plots.plot_train``: training episode rewards from the monitor files; ``--save-fig FILE`` saves it.
+
+    :param argv: rl-zoo3 ``plot_train`` flags
+    """
+    _plot("plot_train", "plot-train", argv, save_option=True)
+
+
+def all_plots(argv: list[str]) -> None:
+    """
+    ``rl_zoo3.plots.all_plots``: evaluation curves and a results table; ``--save-fig FILE`` saves the figures.
+
+    :param argv: rl-zoo3 ``all_plots`` flags
+    """
+    _plot("all_plots", "all-plots", argv, save_option=True)
+
+
+def _check_results_file(argv: list[str]) -> None:
+    """
+    ``plot_from_file`` fails with ``min() arg is an empty sequence`` when no environment of the file has two runs or
+    more (rl-zoo3 2.9 skips single runs, then takes the minimum over nothing): say so instead.
+    """
+    import pickle
+
+    import numpy as np
+
+    known = _pre_parse(argv, [(("-i", "--input"), dict(default=None)), (("--merge",), dict(nargs="+", default=[]))])
+    if known is None or known.input is None:
+        return
+    for filename in [known.input if known.input.endswith(".pkl") else f"{known.input}.pkl", *known.merge]:
+        try:
+            with open(filename, "rb") as file:
+                results = pickle.load(file)
+        except OSError as exc:
+            raise ZooError(f"cannot read {filename}: {one_line(exc)}") from None
+        runs = [
+            np.ndim(curve.get("last_evals", 0.0))
+            for env, curves in results.items()
+            if env != "results_table" and isinstance(curves, dict)
+            for curve in curves.values()
+            if isinstance(curve, dict)
+        ]
+        if any(ndim > 0 for ndim in runs):
+            return
+    raise ZooError(
+        f"{known.input}: every curve has a single run; plot-from-file needs two runs or more of an environment "
+        "(train more seeds, or use plot-train / all-plots --save-fig)"
+    )
+
+
+def plot_from_file(argv: list[str]) -> None:
+    """
+    ``rl_zoo3.plots.plot_from_file``: plots from an ``all-plots -o`` file (``-o`` saves the figure).
+
+    :param argv: rl-zoo3 ``plot_from_file`` flags
+    """
+    if not _wants_help(argv):
+        _check_results_file(argv)
+    _plot("plot_from_file", "plot-from-file", argv, save_option=False)
+
+
+#: Sub-command name -> command. ``package``, ``load`` and ``push`` (sharing agents) will be added here.
+COMMANDS: dict[str, Command] = {
+    "train": Command(train, "train an agent, tune hyperparameters (-optimize) or continue training (-i)"),
+    "enjoy": Command(enjoy, "run a trained agent"),
+    "record-video": Command(record_video, "record an mp4 of a trained agent"),
+    "plot-train": Command(plot_train, "plot training rewards (monitor files)"),
+    "all-plots": Command(all_plots, "plot evaluation results and print a results table"),
+    "plot-from-file": Command(plot_from_file, "plot the results saved by all-plots -o"),
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Entry point
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"usage: {PROG} <command> [options]   ({PROG} <command> -h for the options)", "", "commands:"]
+    lines += [f"  {name:<{width}}  {command.help}" for name, command in COMMANDS.items()]
+    names = ", ".join(entry.name for entry in ZOO_ALGORITHMS)
+    lines += ["", f"Flags and output layout are rl-zoo3's; sb3_natgrad adds --algo {names} (default {DEFAULT_ALGO})."]
+    return "\n".join(lines)
+
+
+def _error(command: str, message: str) -> None:
+    print(f"{PROG} {command}: error: {one_line(message)}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """
+    Run ``sb3-natgrad <command> [options]``.
+
+    :param argv: the arguments (default: ``sys.argv[1:]``)
+    :return: the exit code: 0 on success, 2 for bad input, 1 for a missing dependency
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if args else 2
+    if args[0] == "--version":
+        from sb3_natgrad import __version__
+
+        print(f"sb3_natgrad {__version__}")
+        return 0
+    name = args[0].replace("_", "-")
+    if name not in COMMANDS:
+        _error(name, f"unknown command {args[0]!r}; choose from: {', '.join(COMMANDS)}")
+        return 2
+    try:
+        COMMANDS[name].handler(args[1:])
+    except ZooError as exc:
+        _error(name, str(exc))
+        return 2
+    except ModuleNotFoundError as exc:
+        missing = exc.name or str(exc)
+        top = missing.split(".")[0]
+        extra = _EXTRAS.get(top)
+        hint = f" (pip install 'sb3-natgrad[{extra}]')" if extra else ""
+        _error(name, f"missing Python module '{missing}'{hint}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""
+rl-zoo3's ``ExperimentManager`` with the packaged hyperparameter files as default and clear input errors.
+
+``sb3-natgrad train`` puts :class:`NatgradExperimentManager` in place of ``rl_zoo3.train.ExperimentManager`` while
+rl-zoo3's own ``train()`` runs, so everything else (flags, preprocessing, wrappers, callbacks, Optuna, output
+layout) is rl-zoo3's.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections import OrderedDict
+from typing import Any
+
+import gymnasium as gym
+from rl_zoo3.exp_manager import ExperimentManager
+from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER
+from rl_zoo3.utils import ALGOS
+from stable_baselines3.common.base_class import BaseAlgorithm
+
+from sb3_natgrad.zoo import ZOO_ALGORITHMS, ZooError, default_config
+from sb3_natgrad.zoo.config import check_entry, load_yaml_config, one_line, select_entry
+
+_SIGNATURE = inspect.signature(ExperimentManager.__init__)
+
+#: Set this environment variable to get the full traceback instead of the one-line error for setup failures.
+DEBUG_ENV_VAR = "SB3_NATGRAD_DEBUG"
+
+# What a bad configuration raises while rl-zoo3 builds the envs and the model: invalid values (ValueError,
+# AssertionError), wrong types or arguments (TypeError, KeyError), strings that rl-zoo3 evaluates as Python
+# (policy_kwargs, normalize: NameError, SyntaxError), dotted class paths (ImportError, AttributeError) and env errors.
+_SETUP_ERRORS = (
+    ValueError,
+    TypeError,
+    AssertionError,
+    KeyError,
+    NameError,
+    SyntaxError,
+    ImportError,
+    AttributeError,
+    gym.error.Error,
+)
+
+
+class NatgradExperimentManager(ExperimentManager):
+    """
+    ``rl_zoo3.exp_manager.ExperimentManager`` with three changes:
+
+    - for an sb3_natgrad algorithm, the default config is the packaged ``sb3_natgrad/hyperparams/<algo>.yml``
+      (recorded as ``conf_file`` in ``args.yml``) instead of ``rl_zoo3/hyperparams/<algo>.yml``;
+    - the hyperparameters are checked before anything is built: a malformed file, a missing entry, an unknown key
+      (neither a constructor argument nor an rl-zoo3 key) or a number that YAML reads as a string raise a
+      :class:`~sb3_natgrad.zoo.ZooError` naming the problem; so do errors while creating the envs and the model;
+    - ``--trial-id 0`` loads trial 0 (rl-zoo3 2.9 tests ``if trial_id:`` and silently ignores it).
+
+    Same constructor arguments as ``ExperimentManager``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        arguments = _SIGNATURE.bind(None, *args, **kwargs).arguments
+        super().__init__(*args, **kwargs)
+        if arguments.get("config") is None and self.algo in {entry.name for entry in ZOO_ALGORITHMS}:
+            packaged = default_config(self.algo)
+            if packaged is not None:
+                self.config = packaged
+                if hasattr(self.args, "conf_file"):
+                    self.args.conf_file = packaged
+
+    def read_hyperparameters(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """
+        rl-zoo3's ``read_hyperparameters`` after checking the file, followed by a check of the chosen entry.
+
+        :return: the hyperparameters and the sorted copy that is saved to ``config.yml``
+        """
+        where = os.path.basename(self.config)
+        if self.config.endswith((".yml", ".yaml")):
+            table = load_yaml_config(self.config)
+            where = f"{where} [{select_entry(table, self.env_name.gym_id, self._is_atari, self.config)}]"
+        elif self.config.endswith(".py") and not os.path.isfile(self.config):
+            raise ZooError(f"hyperparameter file not found: {self.config}")
+
+        hyperparams, saved_hyperparams = super().read_hyperparameters()
+
+        if self.storage and self.study_name and self.trial_id == 0:
+            print("Loading from Optuna study...")
+            hyperparams.update(self.load_trial(self.storage, self.study_name, self.trial_id))
+            if self.custom_hyperparams is not None:
+                hyperparams.update(self.custom_hyperparams)
+            saved_hyperparams = OrderedDict([(key, hyperparams[key]) for key in sorted(hyperparams.keys())])
+
+        check_entry(ALGOS[self.algo], hyperparams, where, overrides=self.custom_hyperparams)
+        return hyperparams, saved_hyperparams
+
+    def load_trial(self, storage: str, study_name: str, trial_id: int | None = None, convert: bool = True) -> dict[str, Any]:
+        """
+        rl-zoo3's ``load_trial`` with clear errors for a missing study or trial.
+
+        :param storage: Optuna storage (a ``.log`` journal file or a database URL)
+        :param study_name: the study
+        :param trial_id: trial number (``None``: the best trial)
+        :param convert: convert the raw trial parameters to hyperparameters
+        :return: the hyperparameters of the trial
+        """
+        if convert and self.algo not in HYPERPARAMS_CONVERTER:
+            raise ZooError(f"--algo {self.algo} has no Optuna converter, cannot load trials")
+        try:
+            return super().load_trial(storage, study_name, trial_id, convert)
+        except KeyError as exc:
+            raise ZooError(f"cannot load trial {trial_id} of study {study_name!r} from {storage}: {one_line(exc)}") from None
+        except IndexError:
+            raise ZooError(f"study {study_name!r} in {storage} has no trial {trial_id}") from None
+        except ValueError as exc:
+            raise ZooError(f"cannot load study {study_name!r} from {storage}: {one_line(exc)}") from None
+
+    def setup_experiment(self) -> tuple[BaseAlgorithm, dict[str, Any]] | None:
+        """
+        rl-zoo3's ``setup_experiment``; input errors while creating the envs and the model become one-line
+        :class:`~sb3_natgrad.zoo.ZooError` (set ``SB3_NATGRAD_DEBUG=1`` for the traceback).
+
+        :return: the model and the saved hyperparameters, or ``None`` when optimizing hyperparameters
+        """
+        try:
+            return super().setup_experiment()
+        except ZooError:
+            raise
+        except _SETUP_ERRORS as exc:
+            if os.environ.get(DEBUG_ENV_VAR):
+                raise
+            raise ZooError(
+                f"cannot set up {self.algo} on {self.env_name.gym_id} with {self.config}: "
+                f"{type(exc).__name__}: {one_line(exc)} (set {DEBUG_ENV_VAR}=1 for the traceback)"
+            ) from exc
