@@ -622,6 +622,13 @@ def per_sample_scores(
 
     (``strict=False`` lets the critic parameters come from the module itself.)
 
+    *Caution — aliased submodules.* ``functional_call`` (torch 2.13) must not be used on a module that reaches the
+    same submodule under two names, e.g. an SB3 policy with ``share_features_extractor=True`` and a CNN extractor
+    (``pi_features_extractor is features_extractor``): on exit it leaves plain tensors in place of the aliased
+    parameters, silently detaching them from the optimizers. Substitute the parameters on the owning module
+    objects instead (``module._parameters[name] = tensor`` inside ``log_prob_fn``, restored afterwards), as
+    ``sb3_natgrad.smac.SMAC`` does.
+
     Memory is ``O(M d)`` (``O(chunk_size d)`` per vmap chunk for intermediates).
 
     :param log_prob_fn: ``(params, *sample) -> scalar``

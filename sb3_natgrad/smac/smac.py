@@ -1,0 +1,702 @@
+"""SMAC: Sherman–Morrison Actor-Critic (Huo, Dash, Stoican, Kaski, Sun — arXiv 2601.18626, seed 004)."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.distributions import DiagGaussianDistribution, Distribution
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, BasePolicy, MultiInputActorCriticPolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, Schedule
+from stable_baselines3.common.utils import explained_variance
+from torch import nn
+from torch.nn import functional as F
+
+from sb3_natgrad.common.checks import (
+    check_choice,
+    check_int,
+    check_learning_rate,
+    check_not_recurrent,
+    check_number,
+    check_spaces,
+)
+from sb3_natgrad.common.distributions import policy_kl
+from sb3_natgrad.optim.sherman_morrison import (
+    FISHER_MODES,
+    LinearGramRecorder,
+    NaturalGradientStep,
+    ShermanMorrison,
+    diag_gaussian_log_std_scores,
+    kernel_weights,
+    per_sample_scores,
+    score_projections,
+)
+
+SelfSMAC = TypeVar("SelfSMAC", bound="SMAC")
+
+# vmap chunk of the general per-sample score path (bounds the memory of the batched intermediates).
+_PER_SAMPLE_CHUNK = 256
+
+
+class _PersistentShermanMorrison(ShermanMorrison):
+    """:class:`ShermanMorrison` whose ``load_state_dict`` takes the ``strict`` keyword SB3's ``set_parameters`` passes."""
+
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> None:
+        """
+        :param state_dict: a state produced by ``state_dict()``
+        :param strict: require every key (``False``: load the keys present)
+        """
+        if strict:
+            super().load_state_dict(state_dict)
+            return
+        for key in ("num_steps", "num_skipped"):
+            if key in state_dict:
+                setattr(self, key, int(state_dict[key]))
+
+
+@contextlib.contextmanager
+def _substituted_parameters(owners: Sequence[tuple[nn.Module, str]], tensors: Sequence[th.Tensor]) -> Iterator[None]:
+    """
+    Temporarily make ``module.<name>`` return ``tensor`` for every ``(module, name)`` owner of a parameter.
+
+    Works on module OBJECTS, so a submodule reachable under several names (SB3's ``pi_features_extractor`` is
+    ``features_extractor`` when shared) is handled once. ``torch.func.functional_call`` (torch 2.13) goes by
+    names and, for such aliased submodules, leaves plain tensors in place of the parameters on exit.
+    """
+    originals = [module._parameters[name] for module, name in owners]
+    try:
+        for (module, name), tensor in zip(owners, tensors, strict=True):
+            module._parameters[name] = tensor  # type: ignore[assignment]
+        yield
+    finally:
+        for (module, name), original in zip(owners, originals, strict=True):
+            module._parameters[name] = original
+
+
+def _flat(grads: Sequence[th.Tensor | None], params: Sequence[th.Tensor]) -> th.Tensor:
+    """Concatenate gradients in ``parameters_to_vector`` order (zeros for parameters outside the graph)."""
+    return th.cat([(p.new_zeros(p.shape) if g is None else g).reshape(-1) for g, p in zip(grads, params, strict=True)])
+
+
+def _flat_grad(output: th.Tensor, params: Sequence[th.Tensor], retain_graph: bool = False) -> th.Tensor:
+    grads = th.autograd.grad(output, params, retain_graph=retain_graph, allow_unused=True)
+    return _flat(grads, params)
+
+
+def _index_obs(obs: PyTorchObs, index: th.Tensor) -> PyTorchObs:
+    if isinstance(obs, dict):
+        return {key: value[index] for key, value in obs.items()}
+    return obs[index]
+
+
+class SMAC(OnPolicyAlgorithm):
+    """
+    Sherman–Morrison Actor-Critic (SMAC).
+
+    Paper: https://arxiv.org/abs/2601.18626 (seed 004), "Rank-1 Approximation of Inverse Fisher for Natural Policy
+    Gradients in Deep Reinforcement Learning". A2C with a separate critic, whose actor takes ONE natural-gradient
+    step per rollout, preconditioned by a damped empirical Fisher that is inverted matrix-free with the
+    Sherman–Morrison formula (seed 004 §3 eq. (3), §4.1 eqs. (4)-(5)) or the Woodbury identity.
+
+    Every update (one per rollout, whole batch of ``M = n_steps * n_envs`` samples):
+
+    1. GAE advantages ``A_i`` of the rollout (seed 004 §4.3 eqs. (6)-(7)), optionally standardised;
+    2. the ascent gradient of the A2C objective over the actor parameters ``theta`` only,
+       ``g = grad mean_i A_i log pi(a_i|s_i) + ent_coef * grad mean_i H(pi(.|s_i))``;
+    3. the natural direction ``d = F^-1 g`` with ``F`` the damped empirical Fisher chosen by ``fisher``:
+
+       * ``"mean"`` (seed 004 §5.1, the paper's experiments): ``F = lambda I + psi psi^T`` with ``psi`` the mean
+         score ``grad mean_i log pi(a_i|s_i)``; ``d = (g - psi (psi^T g) / (lambda + psi^T psi)) / lambda``.
+         Two backward passes and ``O(d)`` extra time and memory. ``fisher_samples=1`` gives the paper's
+         one-sample Fisher ``psi = grad log pi(a_k|s_k)`` of a random sample (§4.1 eq. (4));
+       * ``"sample"``: ``F = lambda I + (1/M) sum_i psi_i psi_i^T`` inverted by ``M`` incremental rank-1
+         Sherman–Morrison updates (the WoodFisher recursion quoted in §4.1); per-sample scores via ``torch.func``,
+         ``O(M^2 d)`` time, ``O(M d)`` memory;
+       * ``"batch"``: the same matrix through the Woodbury identity in kernel form: with the Gram matrix
+         ``K_ij = psi_i . psi_j`` (recorded layer by layer during the forward pass, no per-sample gradients),
+         ``d = sum_i w_i psi_i`` with ``w = (K + M lambda I)^-1 A``, i.e. one more backward of ``sum_i w_i log pi_i``;
+
+    4. the step ``theta <- theta + alpha d``: a fixed ``alpha = actor_step_size`` (``max_kl=None``), or the trust
+       region ``alpha = min(actor_step_size, sqrt(2 max_kl / g^T F^-1 g))`` (quadratic KL model
+       ``1/2 alpha^2 d^T F d <= max_kl``);
+    5. the critic (a separate network) minimises ``mean((R_i - V(s_i))^2)`` with its own Adam optimizer for
+       ``n_critic_updates`` epochs of minibatches of ``batch_size`` (seed 004 §4.3).
+
+    *When does each ``fisher`` mode help?* (notes §4.2, measured by ``benchmarks/smac_comparison.py trap``.)
+    Because ``E_a[grad log pi(a|s)] = 0`` the batch-mean score shrinks like ``1/sqrt(M)``, so at the default batch of
+    1000 the rank-1 term of ``"mean"`` is negligible (``|psi|^2 << lambda``) and the step is ``alpha g / lambda``:
+    plain SGD on the A2C objective with learning rate ``alpha / lambda`` — with the trust region, a normalised
+    gradient step of Euclidean length ``sqrt(2 max_kl / lambda)``, whose exact KL can exceed ``max_kl`` severalfold
+    because the damped rank-1 model ignores the policy's curvature. The logged ``train/fisher_correction =
+    |lambda d - g| / |g|`` (0 for SGD) shows it: on CartPole-v1 its median is 0.03 at ``M = 1000`` (0.2 at
+    ``M = 100``) with ``train/fisher_alignment = cos(g, d)`` of 0.9998. So ``"mean"`` (the paper's choice, cheap:
+    two backward passes, ``O(d)``) is a robust normalised-gradient method, and a curvature method only for small
+    batches or ``fisher_samples=1`` (the paper's one-sample Fisher; correction ~0.7). ``"batch"`` preconditions with
+    the full empirical Fisher of the batch (correction ~0.94, alignment ~0.55 on CartPole) and is the mode that
+    behaves like a natural gradient: Pendulum-v1 (``gamma=0.9``, 60k steps) goes from about -1100 to -280 with
+    ``"batch"`` but gets worse with ``"mean"``. It costs one ``M x M`` Gram matrix and solve (~70 ms at ``M = 1000``
+    for a 64-64 MLP on one CPU thread, ``O(M^2)`` memory; use ``fisher_samples`` for large batches). ``"sample"``
+    computes the same direction as ``"batch"`` by the incremental recursion (WoodFisher): a cross-check of the
+    paper's incremental variant, about a second per update at ``M = 1000``.
+
+    *Fisher sub-sampling.* ``fisher_samples=k`` builds the empirical Fisher from ``k`` random samples of the batch
+    (``"mean"``: ``psi`` is their mean score) while ``g`` always uses the whole batch; ``"batch"`` then solves with
+    the general Woodbury form ``d = (g - U (K + k lambda I)^-1 U^T g) / lambda`` (``U^T g`` by double backward).
+
+    *Entropy.* With ``ent_coef != 0`` the exact entropy gradient is preconditioned in every mode (``"batch"``
+    switches from the kernel form to the general Woodbury form for it). Distributions without a closed-form
+    entropy use ``-mean(log pi)``, whose gradient is folded into the kernel coefficients exactly.
+
+    *Actor and critic parameters* are told apart once, from the autograd graph: the actor is every trainable
+    parameter ``log pi`` depends on; the critic is every other parameter the value depends on. Parameters shared by
+    both (``share_features_extractor=True`` with a CNN) belong to the actor and are moved by the natural step only
+    (as in sb3-contrib's TRPO); ``share_features_extractor=False`` gives the critic its own extractor.
+    The policy's ``optimizer`` (``policy_kwargs`` ``optimizer_class``/``optimizer_kwargs``, Adam by default) is
+    rebuilt over the critic parameters.
+
+    *Non-finite values.* A non-finite objective, gradient, Fisher or step skips the actor update with a
+    ``RuntimeWarning`` (parameters untouched; ``train/skipped_updates`` counts them); a step whose new policy is not
+    finite is reverted; a non-finite critic loss skips that critic minibatch.
+
+    Defaults and where they come from: ``n_steps=1000`` (one env), ``gamma=0.99``, ``gae_lambda=0.9`` and
+    ``damping=0.1`` are the seed 004 table (A.5; classic control — the table gives ``damping=1.0`` for MuJoCo and
+    0.01 for Humanoid/Pusher); ``fisher="mean"`` is the variant of the paper's experiments (§5.1). The table's actor
+    step and critic learning rate are not readable in our copy (math stripped). The critic settings
+    ``learning_rate=1e-3``, ``n_critic_updates=10`` and ``normalize_advantage=True`` are sb3-contrib TRPO's defaults
+    (``batch_size=250`` instead of TRPO's 128: a quarter of the batch, half the critic steps); ``max_kl=0.01`` is
+    TRPO's ``target_kl``; ``actor_step_size=1.0`` only caps the trust-region step. Checked on CartPole-v1 (batch
+    1000): 5/5 seeds reach an evaluation return of 475 within 10k-35k steps with these defaults (also with
+    ``max_kl`` 0.001 and 0.003, and with ``fisher="batch"``), while the fixed steps ``alpha = 0.001`` and ``0.003``
+    (SGD learning rates 0.01 and 0.03) had not solved it after 100k steps.
+
+    :param policy: ``"MlpPolicy"``, ``"CnnPolicy"``, ``"MultiInputPolicy"`` or an ``ActorCriticPolicy`` subclass
+    :param env: the environment (or its Gymnasium id)
+    :param learning_rate: the critic optimizer's learning rate; a float or a schedule of the remaining progress
+    :param actor_step_size: the actor step ``alpha`` (``max_kl=None``) or its maximum ``alpha_max`` (trust region);
+        a float or a schedule of the remaining progress (a step size of 0 skips the actor update)
+    :param n_steps: steps per environment per update (batch = ``n_steps * n_envs``)
+    :param batch_size: critic minibatch size (``None``: the whole batch)
+    :param n_critic_updates: critic epochs over the batch per update
+    :param gamma: discount factor
+    :param gae_lambda: GAE lambda
+    :param ent_coef: entropy coefficient of the actor objective
+    :param damping: Tikhonov damping ``lambda > 0`` of the empirical Fisher
+    :param fisher: ``"mean"``, ``"sample"`` or ``"batch"`` (see above)
+    :param max_kl: trust-region radius ``delta`` of the quadratic KL model (with the 1/2), or ``None`` for the fixed
+        step ``actor_step_size``
+    :param fisher_samples: number of random samples of the batch in the empirical Fisher (``None``: all)
+    :param normalize_advantage: standardise the advantages of each batch
+    :param max_grad_norm: clip the critic's gradient norm (``None``: no clipping)
+    :param use_sde: generalised State-Dependent Exploration (Box actions)
+    :param sde_sample_freq: resample the gSDE noise matrix every n steps (-1: once per rollout)
+    :param rollout_buffer_class: rollout buffer class (default: chosen from the observation space)
+    :param rollout_buffer_kwargs: keyword arguments of the rollout buffer
+    :param stats_window_size: window for the rollout logging averages
+    :param tensorboard_log: TensorBoard log directory (None: no logging)
+    :param policy_kwargs: keyword arguments of the policy (``optimizer_class``/``optimizer_kwargs`` set the critic's
+        optimizer)
+    :param verbose: 0 none, 1 training information, 2 debug
+    :param seed: random seed
+    :param device: ``"auto"``, ``"cpu"`` or ``"cuda"``
+    :param _init_setup_model: build the network at creation
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": ActorCriticPolicy,
+        "CnnPolicy": ActorCriticCnnPolicy,
+        "MultiInputPolicy": MultiInputActorCriticPolicy,
+    }
+    policy: ActorCriticPolicy
+
+    def __init__(
+        self,
+        policy: str | type[ActorCriticPolicy],
+        env: GymEnv | str | None,
+        learning_rate: float | Schedule = 1e-3,
+        actor_step_size: float | Schedule = 1.0,
+        n_steps: int = 1000,
+        batch_size: int | None = 250,
+        n_critic_updates: int = 10,
+        gamma: float = 0.99,
+        gae_lambda: float = 0.9,
+        ent_coef: float = 0.0,
+        damping: float = 0.1,
+        fisher: str = "mean",
+        max_kl: float | None = 0.01,
+        fisher_samples: int | None = None,
+        normalize_advantage: bool = True,
+        max_grad_norm: float | None = None,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        rollout_buffer_class: type[RolloutBuffer] | None = None,
+        rollout_buffer_kwargs: dict[str, Any] | None = None,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ):
+        name = type(self).__name__
+        check_not_recurrent(name, policy)
+        check_learning_rate(name, "learning_rate", learning_rate)
+        check_learning_rate(name, "actor_step_size", actor_step_size)
+        check_int(name, "n_steps", n_steps, low=1)
+        check_int(name, "batch_size", batch_size, low=1, allow_none=True)
+        check_int(name, "n_critic_updates", n_critic_updates, low=0)
+        check_number(name, "gamma", gamma, low=0.0, high=1.0)
+        check_number(name, "gae_lambda", gae_lambda, low=0.0, high=1.0)
+        check_number(name, "ent_coef", ent_coef)
+        check_number(name, "damping", damping, low=0.0, low_inclusive=False)
+        check_choice(name, "fisher", fisher, FISHER_MODES)
+        check_number(name, "max_kl", max_kl, low=0.0, low_inclusive=False, allow_none=True)
+        check_int(name, "fisher_samples", fisher_samples, low=1, allow_none=True)
+        check_number(name, "max_grad_norm", max_grad_norm, low=0.0, low_inclusive=False, allow_none=True)
+        if env is not None and hasattr(env, "observation_space") and hasattr(env, "action_space"):
+            check_spaces(name, env.observation_space, env.action_space)
+
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            ent_coef=ent_coef,
+            vf_coef=0.0,  # the critic has its own loss and optimizer
+            max_grad_norm=max_grad_norm,  # type: ignore[arg-type]
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
+            rollout_buffer_class=rollout_buffer_class,
+            rollout_buffer_kwargs=rollout_buffer_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            device=device,
+            seed=seed,
+            _init_setup_model=False,
+            supported_action_spaces=None,  # checked by check_spaces with a clearer error
+        )
+        if self.env is not None:
+            check_spaces(name, self.observation_space, self.action_space)
+            if normalize_advantage and self.n_steps * self.n_envs < 2:
+                raise ValueError(
+                    f"{name}: normalize_advantage=True needs a batch of at least 2 samples, got "
+                    f"n_steps * n_envs = {self.n_steps * self.n_envs}"
+                )
+
+        self.actor_step_size = actor_step_size
+        self.batch_size = batch_size
+        self.n_critic_updates = n_critic_updates
+        self.damping = damping
+        self.fisher = fisher
+        self.max_kl = max_kl
+        self.fisher_samples = fisher_samples
+        self.normalize_advantage = normalize_advantage
+
+        if _init_setup_model:
+            self._setup_model()
+
+    # -- set-up --------------------------------------------------------------------------------------------------
+
+    def _setup_model(self) -> None:
+        name = type(self).__name__
+        check_spaces(name, self.observation_space, self.action_space)
+        super()._setup_model()
+        if not isinstance(self.policy, ActorCriticPolicy):
+            raise ValueError(f"{name} needs an ActorCriticPolicy, got {type(self.policy).__name__}")
+        self._actor_params, self._critic_params = self._split_parameters()
+        # The policy's optimizer now trains the critic alone (seed 004 §4.3: MSE with Adam).
+        self.policy.optimizer = self.policy.optimizer_class(  # type: ignore[call-arg]
+            self._critic_params, lr=self.lr_schedule(1), **self.policy.optimizer_kwargs
+        )
+        # step_size is set from actor_step_size before every use.
+        self.preconditioner = _PersistentShermanMorrison(damping=self.damping, fisher=self.fisher, max_kl=self.max_kl)
+        self._setup_gram_recorder()
+
+    def _split_parameters(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """Actor = trainable parameters ``log pi`` depends on; critic = the other ones the value depends on."""
+        policy = self.policy
+        params = [p for p in policy.parameters() if p.requires_grad]
+        was_training = policy.training
+        policy.set_training_mode(False)
+        try:
+            obs, _ = policy.obs_to_tensor(self.observation_space.sample())
+            with th.enable_grad():
+                distribution = policy.get_distribution(obs)
+                log_prob = distribution.log_prob(distribution.mode().detach())
+                actor_grads = th.autograd.grad(log_prob.sum(), params, allow_unused=True)
+                critic_grads = th.autograd.grad(policy.predict_values(obs).sum(), params, allow_unused=True)
+        finally:
+            policy.set_training_mode(was_training)
+        actor = [p for p, g in zip(params, actor_grads, strict=True) if g is not None]
+        critic = [p for p, g, ga in zip(params, critic_grads, actor_grads, strict=True) if g is not None and ga is None]
+        name = type(self).__name__
+        if not actor:
+            raise ValueError(f"{name}: the policy has no trainable actor parameter")
+        if not critic:
+            raise ValueError(f"{name}: the policy has no critic parameter separate from the actor")
+        return actor, critic
+
+    def _setup_gram_recorder(self) -> None:
+        """Hooks for the kernel Gram (``"batch"``): every ``nn.Linear`` of the actor, the rest as extra scores."""
+        self._gram_recorder: LinearGramRecorder | None = None
+        self._leftover_params: list[nn.Parameter] = []
+        self._closed_form_log_std = False
+        if self.fisher != "batch":
+            return
+        actor_ids = {id(p) for p in self._actor_params}
+        linears = [
+            module
+            for module in self.policy.modules()
+            if isinstance(module, nn.Linear)
+            and any(p.requires_grad for p in module.parameters(recurse=False))
+            and all(id(p) in actor_ids for p in module.parameters(recurse=False) if p.requires_grad)
+        ]
+        covered: set[int] = set()
+        if linears:
+            self._gram_recorder = LinearGramRecorder(linears)
+            covered = {id(p) for p in self._gram_recorder.covered_parameters()}
+        self._leftover_params = [p for p in self._actor_params if id(p) not in covered]
+        log_std = getattr(self.policy, "log_std", None)
+        # Closed-form log_std scores only for the plain diagonal Gaussian (not gSDE, not squashed).
+        self._closed_form_log_std = (
+            type(self.policy.action_dist) is DiagGaussianDistribution
+            and len(self._leftover_params) == 1
+            and self._leftover_params[0] is log_std
+        )
+
+    def _excluded_save_params(self) -> list[str]:
+        return [
+            *super()._excluded_save_params(),
+            "_actor_params",
+            "_critic_params",
+            "_gram_recorder",
+            "_leftover_params",
+        ]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        # The preconditioner's counters (plain ints, weights_only-loadable) are saved next to the critic's optimizer.
+        return ["policy", "policy.optimizer", "preconditioner"], []
+
+    # -- per-sample scores and Gram -----------------------------------------------------------------------------
+
+    def _per_sample_scores(self, obs: PyTorchObs, actions: th.Tensor, params: Sequence[nn.Parameter]) -> th.Tensor:
+        """Per-sample ``grad log pi(a_i|s_i)`` over ``params`` (general path: ``torch.func`` vmap of grad), ``[M, k]``."""
+        policy = self.policy
+        owner_of: dict[int, tuple[nn.Module, str]] = {}
+        for module in policy.modules():
+            for name, param in module._parameters.items():
+                if param is not None:
+                    owner_of.setdefault(id(param), (module, name))
+        owners = [owner_of[id(p)] for p in params]
+        keys: list[str] | None = None
+        if isinstance(obs, dict):
+            keys = list(obs)
+            inputs = [obs[key] for key in keys]
+        else:
+            inputs = [obs]
+
+        def log_prob_fn(param_dict: dict[str, th.Tensor], *sample: th.Tensor) -> th.Tensor:
+            *obs_parts, action = sample
+            one: PyTorchObs
+            if keys is not None:
+                one = {key: part.unsqueeze(0) for key, part in zip(keys, obs_parts, strict=True)}
+            else:
+                one = obs_parts[0].unsqueeze(0)
+            with _substituted_parameters(owners, list(param_dict.values())):
+                return policy.get_distribution(one).log_prob(action.unsqueeze(0)).squeeze(0)
+
+        named: dict[str, th.Tensor] = {str(i): p for i, p in enumerate(params)}
+        return per_sample_scores(log_prob_fn, named, *inputs, actions, chunk_size=_PER_SAMPLE_CHUNK)
+
+    def _gram(self, distribution: Distribution, log_prob: th.Tensor, obs: PyTorchObs, actions: th.Tensor) -> th.Tensor:
+        """``K_ij = psi_i . psi_j`` over the actor parameters for a forward recorded by ``self._gram_recorder``."""
+        recorder = self._gram_recorder
+        try:
+            if recorder is None:
+                scores = self._per_sample_scores(obs, actions, self._actor_params)
+                return scores @ scores.T
+            extra = None
+            if self._closed_form_log_std:
+                gaussian = distribution.distribution
+                assert isinstance(gaussian, th.distributions.Normal)
+                extra = diag_gaussian_log_std_scores(actions, gaussian.mean, self.policy.log_std)
+            elif self._leftover_params:  # e.g. convolution layers of a CNN extractor
+                extra = self._per_sample_scores(obs, actions, self._leftover_params)
+            return recorder.gram(log_prob, extra_scores=extra)
+        finally:
+            if recorder is not None:
+                recorder.clear()
+
+    @staticmethod
+    def _skipped_step(reason: str) -> NaturalGradientStep:
+        return NaturalGradientStep(direction=None, step_size=0.0, skipped=True, reason=reason)
+
+    # -- the actor step ------------------------------------------------------------------------------------------
+
+    def _current_actor_step_size(self) -> float:
+        value = self.actor_step_size
+        return float(value(self._current_progress_remaining) if callable(value) else value)
+
+    def _natural_step(
+        self, obs: PyTorchObs, actions: th.Tensor, advantages: th.Tensor
+    ) -> tuple[NaturalGradientStep, th.Tensor | None, Distribution, dict[str, float]]:
+        """
+        Forward pass, A2C objective and natural direction ``F^-1 g`` (seed 004 §4.1 eq. (5), §5.1).
+
+        :return: the step, the flat direction ``d`` (``None`` if skipped), the pre-update distribution, and the
+            losses and extra statistics to log
+        """
+        params = self._actor_params
+        pre = self.preconditioner
+        num = advantages.shape[0]
+        subset = None
+        if self.fisher_samples is not None and self.fisher_samples < num:
+            subset = th.randperm(num, device=advantages.device)[: self.fisher_samples]
+        record_main = self.fisher == "batch" and subset is None and self._gram_recorder is not None
+
+        if record_main:
+            assert self._gram_recorder is not None
+            with self._gram_recorder:
+                distribution = self.policy.get_distribution(obs)
+        else:
+            distribution = self.policy.get_distribution(obs)
+        # SB3 distributions are mutated in place by the next forward: keep our own (shallow) copy.
+        distribution = copy.copy(distribution)
+        log_prob = distribution.log_prob(actions)
+        entropy = distribution.entropy()
+        entropy_folded = entropy is None
+        entropy_term = -log_prob.mean() if entropy is None else entropy.mean()
+        policy_objective = (advantages * log_prob).mean()
+        objective = policy_objective + self.ent_coef * entropy_term
+        info = {"policy_loss": -policy_objective.item(), "entropy_loss": -entropy_term.item()}
+
+        if not math.isfinite(objective.item()):
+            if self._gram_recorder is not None:
+                self._gram_recorder.clear()
+            return self._skipped_step(f"non-finite objective ({objective.item()})"), None, distribution, info
+
+        lam = self.damping
+        if self.fisher == "mean":
+            # seed 004 §5.1: F = lambda I + psi psi^T with psi the mean score (of the subset: fisher_samples).
+            grad = _flat_grad(objective, params, retain_graph=True)
+            fisher_log_prob = log_prob if subset is None else log_prob[subset]
+            score = _flat_grad(fisher_log_prob.mean(), params)
+            step = pre.compute(grad, score)
+            direction = step.direction
+        elif self.fisher == "sample":
+            # WoodFisher recursion over per-sample scores (seed 004 §4.1, incremental Sherman-Morrison), in float64.
+            grad = _flat_grad(objective, params)
+            fisher_obs = obs if subset is None else _index_obs(obs, subset)
+            fisher_actions = actions if subset is None else actions[subset]
+            scores = self._per_sample_scores(fisher_obs, fisher_actions, params)
+            step = pre.compute(grad.double(), scores.double())
+            direction = None if step.direction is None else step.direction.to(grad.dtype)
+        elif subset is None and (self.ent_coef == 0.0 or entropy_folded):
+            # Kernel form (Woodbury, notes §4.3): g = (1/M) U a  =>  F^-1 g = U (K + M lambda I)^-1 a.
+            coefficients = advantages.detach()
+            if entropy_folded and self.ent_coef != 0.0:
+                coefficients = coefficients - self.ent_coef  # grad of -ent_coef * mean(log pi) = (1/M) U (-ent_coef)
+            gram = self._gram(distribution, log_prob, obs, actions)
+            step = pre.compute_kernel(gram, coefficients)
+            direction = None
+            if not step.skipped:
+                assert step.weights is not None
+                direction = _flat_grad((step.weights.detach().to(log_prob.dtype) * log_prob).sum(), params)
+                # |lambda d - g| / |g| from K alone: lambda d - g = U (lambda w - a / M).
+                residual = lam * step.weights.double() - coefficients.double() / num
+                gram64 = gram.double()
+                correction_sq = float(residual @ gram64 @ residual)
+                grad_sq = float(coefficients.double() @ gram64 @ coefficients.double()) / num**2
+                info["fisher_correction"] = math.sqrt(max(correction_sq, 0.0) / grad_sq) if grad_sq > 0 else 0.0
+        else:
+            # General Woodbury form for an arbitrary g (exact entropy gradient, or a sub-sampled Fisher):
+            # F^-1 g = (g - U (K + k lambda I)^-1 U^T g) / lambda (notes §4.3; U^T g by double backward).
+            grad = _flat_grad(objective, params, retain_graph=True)
+            if subset is None:
+                fisher_dist, fisher_log_prob, fisher_obs, fisher_actions = distribution, log_prob, obs, actions
+            else:
+                fisher_obs, fisher_actions = _index_obs(obs, subset), actions[subset]
+                if self._gram_recorder is not None:
+                    with self._gram_recorder:
+                        fisher_dist = copy.copy(self.policy.get_distribution(fisher_obs))
+                else:
+                    fisher_dist = copy.copy(self.policy.get_distribution(fisher_obs))
+                fisher_log_prob = fisher_dist.log_prob(fisher_actions)
+            gram = self._gram(fisher_dist, fisher_log_prob, fisher_obs, fisher_actions)
+            if not th.isfinite(grad).all() or not th.isfinite(gram).all():
+                return self._skipped_step("non-finite gradient or Gram matrix"), None, distribution, info
+            projections = score_projections(fisher_log_prob, params, grad)
+            weights = kernel_weights(gram, projections, lam).detach()
+            direction = (grad - _flat_grad((weights * fisher_log_prob).sum(), params)) / lam
+            step = pre.step_from_direction(grad, direction)
+            direction = step.direction
+
+        if step.skipped or direction is None:
+            return step, None, distribution, info
+        if "fisher_correction" not in info:
+            # How far the preconditioned step is from plain SGD with learning rate alpha / lambda (notes §4.2).
+            info["fisher_correction"] = float(th.linalg.vector_norm(lam * direction - grad) / grad.norm().clamp_min(1e-30))
+        return step, direction, distribution, info
+
+    def _apply_update(self, update: th.Tensor) -> None:
+        offset = 0
+        with th.no_grad():
+            for param in self._actor_params:
+                numel = param.numel()
+                param.add_(update[offset : offset + numel].view_as(param))
+                offset += numel
+
+    def _actor_update(self, obs: PyTorchObs, actions: th.Tensor, advantages: th.Tensor) -> dict[str, float]:
+        """One natural-gradient step of the actor; returns the statistics to log."""
+        name = type(self).__name__
+        pre = self.preconditioner
+        max_step = self._current_actor_step_size()
+        info: dict[str, float] = {"kl": 0.0, "step_size": 0.0, "max_step_size": max_step}
+        if max_step <= 0.0:  # e.g. the end of a linearly decaying schedule: nothing to do
+            with th.no_grad():
+                distribution = self.policy.get_distribution(obs)
+                log_prob = distribution.log_prob(actions)
+                entropy = distribution.entropy()
+                info["policy_loss"] = -float((advantages * log_prob).mean())
+                info["entropy_loss"] = -float(-log_prob.mean() if entropy is None else entropy.mean())
+            return info
+        pre.step_size = max_step
+
+        skipped_before = pre.num_skipped
+        step, direction, old_distribution, extra = self._natural_step(obs, actions, advantages)
+        info.update(extra)
+        if step.skipped or direction is None:
+            if pre.num_skipped == skipped_before:  # skipped before reaching the preconditioner
+                pre.num_skipped += 1
+            warnings.warn(f"{name}: the actor update was skipped: {step.reason}", RuntimeWarning)
+            return info
+
+        update = step.step_size * direction
+        if not bool(th.isfinite(update).all()):
+            pre.num_skipped += 1
+            warnings.warn(
+                f"{name}: the actor update overflowed (step size {step.step_size:g}) and was skipped", RuntimeWarning
+            )
+            return info
+        backup = [p.detach().clone() for p in self._actor_params]
+        self._apply_update(update)
+        try:
+            with th.no_grad():
+                new_distribution = self.policy.get_distribution(obs)
+                kl = float(policy_kl(old_distribution, new_distribution).mean())
+        except ValueError:  # torch.distributions rejects non-finite parameters
+            kl = float("nan")
+        if not math.isfinite(kl) or not all(bool(th.isfinite(p).all()) for p in self._actor_params):
+            with th.no_grad():
+                for param, saved in zip(self._actor_params, backup, strict=True):
+                    param.copy_(saved)
+            pre.num_skipped += 1
+            warnings.warn(f"{name}: the actor update gave a non-finite policy (KL={kl}) and was reverted", RuntimeWarning)
+            return info
+
+        info.update({key: float(value) for key, value in step.stats.items()})
+        info["kl"] = kl
+        return info
+
+    # -- the critic ----------------------------------------------------------------------------------------------
+
+    def _critic_update(self) -> float:
+        """``n_critic_updates`` epochs of minibatch MSE regression of the critic on the returns (seed 004 §4.3)."""
+        optimizer = self.policy.optimizer
+        value_losses = []
+        nonfinite = 0
+        for _ in range(self.n_critic_updates):
+            for rollout_data in self.rollout_buffer.get(self.batch_size):
+                values = self.policy.predict_values(rollout_data.observations).flatten()
+                value_loss = F.mse_loss(rollout_data.returns, values)
+                if not th.isfinite(value_loss):
+                    nonfinite += 1
+                    continue
+                # Gradients of the critic's own parameters only (shared parameters belong to the actor).
+                grads = th.autograd.grad(value_loss, self._critic_params, allow_unused=True)
+                for param, grad in zip(self._critic_params, grads, strict=True):
+                    param.grad = grad
+                if self.max_grad_norm is not None:
+                    nn.utils.clip_grad_norm_(self._critic_params, self.max_grad_norm)
+                optimizer.step()
+                value_losses.append(value_loss.item())
+        if nonfinite:
+            warnings.warn(
+                f"{type(self).__name__}: {nonfinite} critic minibatch(es) with a non-finite loss were skipped", RuntimeWarning
+            )
+        if not value_losses:
+            with th.no_grad():
+                data = next(iter(self.rollout_buffer.get(batch_size=None)))
+                return float(F.mse_loss(data.returns, self.policy.predict_values(data.observations).flatten()))
+        return float(np.mean(value_losses))
+
+    # -- training loop -------------------------------------------------------------------------------------------
+
+    def train(self) -> None:
+        """One SMAC update on the whole rollout buffer: natural-gradient actor step, then critic epochs."""
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+
+        rollout_data = next(iter(self.rollout_buffer.get(batch_size=None)))
+        actions = rollout_data.actions
+        if isinstance(self.action_space, spaces.Discrete):
+            actions = actions.long().flatten()
+        advantages = rollout_data.advantages
+        if self.normalize_advantage and len(advantages) > 1:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+        info = self._actor_update(rollout_data.observations, actions, advantages)
+        value_loss = self._critic_update()
+
+        self._n_updates += 1
+        explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
+
+        nan = float("nan")
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/explained_variance", explained_var)
+        self.logger.record("train/entropy_loss", info.get("entropy_loss", nan))
+        self.logger.record("train/policy_loss", info.get("policy_loss", nan))
+        self.logger.record("train/value_loss", value_loss)
+        self.logger.record("train/kl", info["kl"])
+        self.logger.record("train/step_size", info["step_size"])
+        self.logger.record("train/actor_step_size", info["max_step_size"])
+        self.logger.record("train/natural_grad_norm", info.get("natural_grad_norm", nan))
+        self.logger.record("train/grad_norm", info.get("grad_norm", nan))
+        self.logger.record("train/fisher_alignment", info.get("fisher_alignment", nan))
+        self.logger.record("train/fisher_correction", info.get("fisher_correction", nan))
+        self.logger.record("train/kl_quadratic", info.get("kl_estimate", nan))
+        self.logger.record("train/damping", self.damping)
+        self.logger.record("train/skipped_updates", self.preconditioner.num_skipped)
+        if hasattr(self.policy, "log_std"):
+            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
+
+    def learn(
+        self: SelfSMAC,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 1,
+        tb_log_name: str = "SMAC",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfSMAC:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
