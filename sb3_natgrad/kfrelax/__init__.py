@@ -1,0 +1,13 @@
+from sb3_natgrad.kfrelax.buffers import NoisyDictRolloutBuffer, NoisyRolloutBuffer
+from sb3_natgrad.kfrelax.kfrelax import KFRELAX
+from sb3_natgrad.kfrelax.policies import CnnPolicy, KFRELAXPolicy, MlpPolicy, MultiInputPolicy
+
+__all__ = [
+    "KFRELAX",
+    "CnnPolicy",
+    "KFRELAXPolicy",
+    "MlpPolicy",
+    "MultiInputPolicy",
+    "NoisyDictRolloutBuffer",
+    "NoisyRolloutBuffer",
+]

@@ -1,0 +1,684 @@
+"""KFRELAX: RELAX / LAX policy gradients with a K-FAC-trained control variate (Firouzi 2018, seed 000; RELAX, seed 002)."""
+
+from __future__ import annotations
+
+import io
+import math
+import pathlib
+import warnings
+from contextlib import nullcontext
+from typing import Any, ClassVar, TypeVar
+
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.utils import explained_variance
+from torch import nn
+from torch.nn import functional as F
+
+from sb3_natgrad.common.checks import (
+    check_choice,
+    check_int,
+    check_learning_rate,
+    check_not_recurrent,
+    check_number,
+    check_spaces,
+)
+from sb3_natgrad.common.control_variate import (
+    ControlVariate,
+    estimator_variance_loss,
+    lax_surrogate,
+    logit_proxy_variance_loss,
+    record_control_variate_fisher,
+    relax_surrogate,
+)
+from sb3_natgrad.common.distributions import policy_kl
+from sb3_natgrad.common.relaxations import DiagGaussianReparameterization, DiscreteRelaxation
+from sb3_natgrad.common.save_util import check_saved_algorithm
+from sb3_natgrad.kfrelax.buffers import NOISY_BUFFERS, NoisyDictRolloutBuffer, NoisyRolloutBuffer
+from sb3_natgrad.kfrelax.policies import (
+    KFRELAXCnnPolicy,
+    KFRELAXMultiInputPolicy,
+    KFRELAXPolicy,
+    RelaxForward,
+)
+from sb3_natgrad.optim import KFAC
+
+SelfKFRELAX = TypeVar("SelfKFRELAX", bound="KFRELAX")
+
+CV_OPTIMIZERS = ("kfac", "adam")
+CV_LOSSES = ("exact", "proxy")
+TARGETS = ("advantage", "return")
+#: default step size of c_phi's optimizer (K-FAC's maximum step size, or Adam's learning rate)
+DEFAULT_CV_LEARNING_RATE = {"kfac": 0.1, "adam": 1e-3}
+#: Adam learning rate of log tau and the output scale with K-FAC (K-FAC step sizes are not Adam learning rates)
+DEFAULT_KFAC_SCALAR_LEARNING_RATE = 1e-3
+#: above this fraction of samples whose stored noise does not reproduce the stored action, the update is skipped
+ACTION_MISMATCH_TOLERANCE = 0.01
+#: relative tolerance for Box actions rebuilt as mu + sigma * eps from the stored noise
+BOX_ACTION_RTOL = 1e-4
+#: number of random sub-batches for the logged estimator-variance diagnostic
+VARIANCE_GROUPS = 8
+#: maximum number of shrinkings of the policy update to satisfy max_kl
+MAX_KL_BACKTRACKS = 10
+
+
+class KFRELAX(OnPolicyAlgorithm):
+    """
+    KFRELAX: RELAX (discrete actions) / LAX (Box actions) policy gradients whose control variate ``c_phi`` is trained by
+    K-FAC on the estimator's variance (KF-RELAX / KF-LAX, Firouzi 2018, seed 000, Alg. 1-2), or by Adam
+    (``cv_optimizer="adam"``: plain RELAX / LAX, Grathwohl et al. 2018, seed 002).
+
+    Papers: https://arxiv.org/abs/1812.04181 (KF-LAX), https://arxiv.org/abs/1711.00123 (RELAX).
+
+    **Strictly on-policy**: exactly one update per rollout, on the whole batch (``N = n_steps * n_envs``); a second
+    ``train()`` on the same rollout is refused. The policy acts through explicit noise, which the rollout buffer
+    stores (:class:`~sb3_natgrad.kfrelax.policies.KFRELAXPolicy`, :mod:`~sb3_natgrad.kfrelax.buffers`): uniforms ``u``
+    for discrete spaces (Gumbel-max / logistic, RELAX App. B) and standard normals ``eps`` for Box (``a = mu + sigma
+    eps``; stored rather than recovered as ``(a - mu) / sigma``, which is exact only up to rounding). At train time
+    ``z(theta, u)`` is rebuilt with the same ``theta`` and must reproduce the stored action (``argmax`` / sign); the
+    mismatch rate is logged (``train/action_mismatch``, 0 on on-policy data up to floating-point ties). Mismatched
+    samples (near-ties where the batched forward pass rounds differently) fall back to the score-function term
+    ``f log pi``; if more than 1% mismatch, the data are not on-policy and the update is skipped with a warning.
+
+    **Update** (one per rollout; notes ``relax_smac.md`` §6(a)(b)):
+
+    1. Per sample the surrogate ``obj_t = (f_t - c_phi(s_t, z~_t.detach())) log pi(b_t|s_t) + c_phi(s_t, z_t) -
+       c_phi(s_t, z~_t)`` with ``z_t = z(theta, u_t)`` and ``z~_t ~ p(z | b_t, theta)`` (exact conditional sampler,
+       fresh ``v``), whose ``theta``-gradient is the RELAX estimate (RELAX App. C, second theorem; seed 000 §4.2.1).
+       LAX: ``obj_t = (f_t - c_phi(s_t, a_t.detach())) log pi(a_t|s_t) + c_phi(s_t, a_t(theta, eps_t))`` (App. C,
+       first theorem). ``g_hat = d mean_t(obj_t) / d theta`` over the actor's parameters (ascent direction).
+    2. ``f_t`` (``target``): the GAE(``gae_lambda``) advantage of the learned value ``V`` (default) or the
+       ``gae_lambda``-return (``gae_lambda=1``: the discounted return-to-go, bootstrapped with ``V`` at the rollout
+       cut and at time limits). With advantages ``c_phi`` plays the role of ``c^`` in ``c = V + c^`` (RELAX App. C,
+       as in its continuous experiments): the state-dependent part is fitted cheaply by regression and ``c_phi`` only
+       has to model the action-dependent residual, so at initialisation the estimator is already A2C's instead of
+       raw REINFORCE. ``target="return"`` is the paper's discrete setting (no value baseline in the estimator).
+    3. Control variate: the variance loss ``N * ||g_hat||^2`` (RELAX eq. "vargrad": ``E[g_hat]`` does not depend on
+       ``phi``, so ``d Var / d phi = d E||g_hat||^2 / d phi``), by double backprop over all actor parameters
+       (``cv_loss="exact"``), or the cheaper per-sample logit-level PROXY ``sum_t ||d obj_t / d psi_t||^2`` over the
+       distribution parameters ``psi_t`` (``cv_loss="proxy"``: not the variance of the parameter gradient, notes
+       §1.3). The factor ``N`` puts the loss on a per-sample scale, so K-FAC's damping and trust region do not depend
+       on the batch size (Adam is scale invariant). ``cv_optimizer="kfac"`` preconditions the true gradient of the
+       ``nn.Linear`` layers of ``c_phi`` with K-FAC factors of ``c_phi``'s own output Fisher (Gauss-Newton of a
+       unit-variance regressor over the ``2N`` inputs ``z``, ``z~``; notes §3.2 option A), damping ``cv_damping``,
+       trust region ``cv_kl_clip`` on the change of ``c_phi``'s outputs, momentum; ``log tau`` and the output scale
+       use Adam. ``cv_optimizer="adam"``: Adam on all of ``phi``.
+    4. Policy: ``theta.grad = -g_hat - ent_coef * d entropy / d theta + vf_coef * d mean((R - V)^2) / d theta`` (the
+       entropy bonus and the value loss are NOT in the variance loss), optional global gradient-norm clip
+       ``max_grad_norm``, then a step of the policy's optimizer (any SB3 ``optimizer_class``; Adam by default, as the
+       RELAX code). Capped update (seed 000 §4.2.1, "parameter updates capped at an upper bound", after ACKTR's trust
+       region): if the exact batch-mean ``KL(pi_old || pi_new)`` after the step exceeds ``max_kl``, the actor's part
+       of the parameter update is scaled by ``sqrt(max_kl / KL)`` (the quadratic model of the KL), repeatedly (at
+       most 10 times, halving when the quadratic model is off) until the KL is below ``max_kl``.
+
+    Logged besides A2C's keys: ``train/cv_loss``, ``train/grad_variance`` (per-parameter average of the per-sample
+    variance of the RELAX/LAX estimate ``g_hat_t``, from ``8`` random sub-batches: ``m * sum_k ||g_k - g||^2 /
+    ((K - 1) P)`` with ``m`` samples per sub-batch, ``P`` actor parameters; samples treated as independent) and
+    ``train/grad_variance_no_cv`` (the same for the estimator without control variate, ``f log pi``): both only on
+    updates whose logs are written; ``train/temperature``, ``train/cv_scale``, ``train/kl`` (exact, on logged
+    updates or always with ``max_kl``), ``train/update_scale``, ``train/action_mismatch`` and the K-FAC counters.
+
+    **Defaults and their sources.** ``ent_coef=0.01``, ``gamma=0.99`` and Adam for the policy: RELAX App. E and
+    KF-RELAX §4.2.1. ``vf_coef=0.5``, ``max_grad_norm=0.5``, ``gae_lambda=1.0``: SB3's A2C. ``learning_rate=1e-3``,
+    ``n_steps=8`` (with 8 environments), ``normalize_advantage=True``, ``max_kl=0.01``: tuned on CartPole-v1 here
+    (``benchmarks/kfrelax_episodes.py``). ``c_phi``: 64-64 ELU (RELAX's continuous control variate), zero output layer
+    (``c_phi = 0`` at initialisation: the estimator starts as A2C's; a random initial ``c_phi`` measurably increased
+    the estimator variance). K-FAC on ``c_phi``: ``cv_damping=1.0``, ``cv_kl_clip=1e-3``, ``cv_learning_rate=0.1``,
+    momentum 0.9, ``cv_stat_decay=0.95``: KF-RELAX §4.2.1 grids (damping, trust-region bound) and a fixed-policy
+    study on CartPole-v1: the variance-loss gradient is very noisy and K-FAC's output-Fisher metric (§3.2 option A)
+    does not control ``d c_phi / d z``, which the estimator uses, so small damping (0.1, 0.03) or a loose trust region
+    (0.01) let ``c_phi`` drift and raised the estimator variance by 10-200%; damping 1 with ``cv_kl_clip=1e-3`` kept it
+    at the no-control-variate level or below. Adam (``cv_optimizer="adam"``): lr 1e-3 (RELAX's grid
+    ``{1e-2, 3e-3, 1e-3}``).
+
+    :param policy: ``"MlpPolicy"``, ``"CnnPolicy"``, ``"MultiInputPolicy"`` or a :class:`KFRELAXPolicy` subclass
+    :param env: the environment (or its Gymnasium id)
+    :param learning_rate: learning rate of the policy's (actor + critic) optimizer; float or schedule
+    :param n_steps: steps per environment per update (batch ``N = n_steps * n_envs``)
+    :param gamma: discount factor
+    :param gae_lambda: GAE lambda (also the lambda of the ``"return"`` target)
+    :param ent_coef: entropy bonus coefficient (RELAX / KF-RELAX experiments: 0.01)
+    :param vf_coef: value loss coefficient on ``mean((R - V)^2)``
+    :param max_grad_norm: global norm clip of the policy gradient (``None``: no clipping)
+    :param max_kl: cap on the exact batch-mean ``KL(pi_old || pi_new)`` of one update (``None``: no cap)
+    :param target: ``"advantage"`` or ``"return"``: the ``f_t`` of the estimator
+    :param normalize_advantage: standardise ``f_t`` over the batch (also with ``target="return"``)
+    :param cv_optimizer: ``"kfac"`` (KF-RELAX) or ``"adam"`` (RELAX)
+    :param cv_loss: ``"exact"`` (double backprop) or ``"proxy"`` (logit-level proxy)
+    :param cv_learning_rate: step size of ``c_phi``'s optimizer: K-FAC's maximum step size or Adam's learning rate
+        (``None``: 0.1 for K-FAC, 1e-3 for Adam)
+    :param cv_scalar_learning_rate: Adam learning rate of ``log tau`` and the output scale (``None``:
+        ``cv_learning_rate`` with Adam, 1e-3 with K-FAC)
+    :param cv_damping: K-FAC Tikhonov damping of ``c_phi`` (KF-RELAX grid: 0.1 to 5e-4; see the defaults above)
+    :param cv_kl_clip: K-FAC trust region of ``c_phi`` (bound on ``lr^2 g^T F^-1 g``: the mean squared change of
+        ``c_phi``'s outputs, in units of ``f^2``)
+    :param cv_momentum: K-FAC momentum
+    :param cv_stat_decay: EMA decay of ``c_phi``'s Kronecker factors
+    :param cv_inverse_interval: recompute the factor decompositions every this many updates
+    :param use_sde: not supported (must be ``False``)
+    :param rollout_buffer_class: a noise-storing buffer (default: :class:`NoisyRolloutBuffer` /
+        :class:`NoisyDictRolloutBuffer` from the observation space)
+    :param rollout_buffer_kwargs: keyword arguments of the rollout buffer
+    :param stats_window_size: window for the rollout logging averages
+    :param tensorboard_log: TensorBoard log directory (None: no logging)
+    :param policy_kwargs: keyword arguments of the policy (``cv_net_arch``, ``cv_activation_fn``, ``cv_output_gain``,
+        ``cv_input``, ... for ``c_phi``; see :class:`KFRELAXPolicy`)
+    :param verbose: 0 none, 1 training information, 2 debug
+    :param seed: random seed
+    :param device: ``"auto"``, ``"cpu"`` or ``"cuda"``
+    :param _init_setup_model: build the network at creation
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": KFRELAXPolicy,
+        "CnnPolicy": KFRELAXCnnPolicy,
+        "MultiInputPolicy": KFRELAXMultiInputPolicy,
+    }
+    policy: KFRELAXPolicy
+    rollout_buffer: NoisyRolloutBuffer | NoisyDictRolloutBuffer  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        policy: str | type[KFRELAXPolicy],
+        env: GymEnv | str | None,
+        learning_rate: float | Schedule = 1e-3,
+        n_steps: int = 8,
+        gamma: float = 0.99,
+        gae_lambda: float = 1.0,
+        ent_coef: float = 0.01,
+        vf_coef: float = 0.5,
+        max_grad_norm: float | None = 0.5,
+        max_kl: float | None = 0.01,
+        target: str = "advantage",
+        normalize_advantage: bool = True,
+        cv_optimizer: str = "kfac",
+        cv_loss: str = "exact",
+        cv_learning_rate: float | None = None,
+        cv_scalar_learning_rate: float | None = None,
+        cv_damping: float = 1.0,
+        cv_kl_clip: float = 0.001,
+        cv_momentum: float = 0.9,
+        cv_stat_decay: float = 0.95,
+        cv_inverse_interval: int = 5,
+        use_sde: bool = False,
+        rollout_buffer_class: type[RolloutBuffer] | None = None,
+        rollout_buffer_kwargs: dict[str, Any] | None = None,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ):
+        name = type(self).__name__
+        check_not_recurrent(name, policy)
+        check_learning_rate(name, "learning_rate", learning_rate)
+        check_int(name, "n_steps", n_steps, low=1)
+        check_number(name, "gamma", gamma, low=0.0, high=1.0)
+        check_number(name, "gae_lambda", gae_lambda, low=0.0, high=1.0)
+        check_number(name, "ent_coef", ent_coef)
+        check_number(name, "vf_coef", vf_coef, low=0.0)
+        check_number(name, "max_grad_norm", max_grad_norm, low=0.0, low_inclusive=False, allow_none=True)
+        check_number(name, "max_kl", max_kl, low=0.0, low_inclusive=False, allow_none=True)
+        check_choice(name, "target", target, TARGETS)
+        check_choice(name, "cv_optimizer", cv_optimizer, CV_OPTIMIZERS)
+        check_choice(name, "cv_loss", cv_loss, CV_LOSSES)
+        check_number(name, "cv_learning_rate", cv_learning_rate, low=0.0, allow_none=True)
+        check_number(name, "cv_scalar_learning_rate", cv_scalar_learning_rate, low=0.0, allow_none=True)
+        check_number(name, "cv_damping", cv_damping, low=0.0, low_inclusive=False)
+        check_number(name, "cv_kl_clip", cv_kl_clip, low=0.0, low_inclusive=False)
+        check_number(name, "cv_momentum", cv_momentum, low=0.0, high=1.0, high_inclusive=False)
+        check_number(name, "cv_stat_decay", cv_stat_decay, low=0.0, high=1.0, high_inclusive=False)
+        check_int(name, "cv_inverse_interval", cv_inverse_interval, low=1)
+        if use_sde:
+            raise ValueError(f"{name}: invalid use_sde=True, gSDE is not supported (LAX needs a = mu + sigma * eps)")
+        if rollout_buffer_class is not None and not (
+            isinstance(rollout_buffer_class, type) and issubclass(rollout_buffer_class, NOISY_BUFFERS)
+        ):
+            raise ValueError(
+                f"{name}: invalid rollout_buffer_class={rollout_buffer_class!r}, it must store the acting noise: use "
+                "NoisyRolloutBuffer / NoisyDictRolloutBuffer (sb3_natgrad.kfrelax.buffers) or a subclass"
+            )
+        if env is not None and hasattr(env, "observation_space") and hasattr(env, "action_space"):
+            check_spaces(name, env.observation_space, env.action_space)
+
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            ent_coef=ent_coef,
+            vf_coef=vf_coef,
+            max_grad_norm=max_grad_norm,  # type: ignore[arg-type]
+            use_sde=False,
+            sde_sample_freq=-1,
+            rollout_buffer_class=rollout_buffer_class,
+            rollout_buffer_kwargs=rollout_buffer_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            device=device,
+            seed=seed,
+            _init_setup_model=False,
+            supported_action_spaces=None,  # checked by check_spaces with a clearer error
+        )
+        if self.env is not None:
+            check_spaces(name, self.observation_space, self.action_space)
+
+        self.max_kl = max_kl
+        self.target = target
+        self.normalize_advantage = normalize_advantage
+        self.cv_optimizer = cv_optimizer
+        self.cv_loss = cv_loss
+        self.cv_learning_rate = cv_learning_rate
+        self.cv_scalar_learning_rate = cv_scalar_learning_rate
+        self.cv_damping = cv_damping
+        self.cv_kl_clip = cv_kl_clip
+        self.cv_momentum = cv_momentum
+        self.cv_stat_decay = cv_stat_decay
+        self.cv_inverse_interval = cv_inverse_interval
+        self.skipped_updates = 0
+        self.cv_skipped_updates = 0
+        # learn()'s log interval, to compute log-only values only for updates whose logs are written
+        self._log_interval: int | None = None
+        self._iterations_in_learn = 0
+
+        if _init_setup_model:
+            self._setup_model()
+
+    # -- set-up --------------------------------------------------------------------------------------------------
+
+    def _setup_model(self) -> None:
+        name = type(self).__name__
+        check_spaces(name, self.observation_space, self.action_space)
+        if self.rollout_buffer_class is None:
+            self.rollout_buffer_class = (
+                NoisyDictRolloutBuffer if isinstance(self.observation_space, spaces.Dict) else NoisyRolloutBuffer
+            )
+        super()._setup_model()
+        if not isinstance(self.policy, KFRELAXPolicy):
+            raise ValueError(
+                f"{name} needs a KFRELAXPolicy (it acts through stored noise and owns the control variate), "
+                f"got {type(self.policy).__name__}"
+            )
+        self.rollout_buffer.noise_source = self.policy.pop_acting_noise
+        cv = self.control_variate
+        lr = self.resolved_cv_learning_rate
+        if self.cv_optimizer == "kfac":
+            self.cv_net_optimizer: th.optim.Optimizer = KFAC(
+                cv.kfac_module(),
+                lr=lr,
+                momentum=self.cv_momentum,
+                damping=self.cv_damping,
+                kl_clip=self.cv_kl_clip,
+                stat_decay=self.cv_stat_decay,
+                stats_interval=1,
+                inverse_interval=self.cv_inverse_interval,
+            )
+        else:
+            self.cv_net_optimizer = th.optim.Adam(cv.kfac_module().parameters(), lr=lr)
+        self.cv_scalar_optimizer = th.optim.Adam(cv.first_order_parameters(), lr=self.resolved_cv_scalar_learning_rate)
+
+    @property
+    def control_variate(self) -> ControlVariate:
+        """The control variate ``c_phi`` (a module of the policy)."""
+        return self.policy.control_variate
+
+    @property
+    def resolved_cv_learning_rate(self) -> float:
+        """``cv_learning_rate``, or its default for ``cv_optimizer``."""
+        return DEFAULT_CV_LEARNING_RATE[self.cv_optimizer] if self.cv_learning_rate is None else self.cv_learning_rate
+
+    @property
+    def resolved_cv_scalar_learning_rate(self) -> float:
+        """``cv_scalar_learning_rate``, or its default for ``cv_optimizer``."""
+        if self.cv_scalar_learning_rate is not None:
+            return self.cv_scalar_learning_rate
+        return self.resolved_cv_learning_rate if self.cv_optimizer == "adam" else DEFAULT_KFAC_SCALAR_LEARNING_RATE
+
+    @property
+    def kfac(self) -> KFAC | None:
+        """The K-FAC optimizer of the control variate (``None`` with ``cv_optimizer="adam"``)."""
+        return self.cv_net_optimizer if isinstance(self.cv_net_optimizer, KFAC) else None
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        # Both control-variate optimizers' states are weights_only-loadable (KFAC keeps tensors and plain values).
+        return ["policy", "policy.optimizer", "cv_net_optimizer", "cv_scalar_optimizer"], []
+
+    # -- the estimator -------------------------------------------------------------------------------------------
+
+    def _actions_for_training(self, actions: th.Tensor) -> th.Tensor:
+        """Buffer actions (float32, ``[N, action_dim]``) in the layout of the relaxations."""
+        if isinstance(self.action_space, spaces.Discrete):
+            return actions.long().flatten()
+        if isinstance(self.action_space, spaces.MultiDiscrete):
+            return actions.long()
+        return actions.reshape(actions.shape[0], -1)
+
+    def _action_mismatch(self, out: RelaxForward, actions: th.Tensor, noise: th.Tensor) -> th.Tensor:
+        """Per sample: does the stored noise, with the current ``theta``, fail to reproduce the stored action?"""
+        with th.no_grad():
+            rebuilt = self.policy.actions_from_noise(out.params.detach(), noise)
+            if isinstance(self.policy.relaxation, DiagGaussianReparameterization):
+                return ((rebuilt - actions).abs() > BOX_ACTION_RTOL * (1.0 + actions.abs())).any(dim=-1)
+            different = rebuilt.to(actions.dtype) != actions
+            return different.reshape(different.shape[0], -1).any(dim=-1)
+
+    def _per_sample_objective(
+        self, out: RelaxForward, actions: th.Tensor, noise: th.Tensor, targets: th.Tensor, valid: th.Tensor | None
+    ) -> tuple[th.Tensor, th.Tensor, Any]:
+        """
+        Per-sample RELAX / LAX surrogate ``obj_t`` (its batch-mean's ``theta``-gradient is the estimate), ``log pi`` and
+        the :class:`~sb3_natgrad.common.control_variate.SurrogateTerms`.
+
+        ``valid`` (optional, bool ``[N]``): samples whose stored noise reproduces the stored action; the others keep only
+        the score-function term ``f_t log pi_t``.
+        """
+        relaxation = self.policy.relaxation
+        cv = self.control_variate
+        if isinstance(relaxation, DiagGaussianReparameterization):
+            assert out.log_std is not None
+            terms = lax_surrogate(
+                cv, relaxation, out.params, out.log_std, noise, targets, obs=out.cv_obs, reduction="sum"
+            )  # LAX, RELAX App. C first theorem
+            c_pathwise, c_tilde = terms.c_z, th.zeros_like(terms.c_z)
+        else:
+            assert isinstance(relaxation, DiscreteRelaxation)
+            v = relaxation.sample_noise(noise.shape[0], device=noise.device, dtype=noise.dtype)  # fresh noise for z~
+            terms = relax_surrogate(
+                cv, relaxation, out.params, actions, targets, noise, v, obs=out.cv_obs, reduction="sum"
+            )  # RELAX App. C second theorem
+            c_pathwise, c_tilde = terms.c_z, terms.c_z_tilde
+        c_coef = terms.c_coef
+        if valid is not None and not bool(valid.all()):
+            mask = valid.to(c_coef.dtype)
+            c_pathwise, c_tilde, c_coef = c_pathwise * mask, c_tilde * mask, c_coef * mask
+        # obj_t = (f_t - c(z~_t).detach-in-theta) log pi_t + c(z_t) - c(z~_t)   (seed 000 §4.2.1)
+        per_sample = (targets.detach() - c_coef) * terms.log_prob + c_pathwise - c_tilde
+        return per_sample, terms.log_prob, terms
+
+    def _grad_variance(
+        self, per_sample: th.Tensor, log_prob: th.Tensor, targets: th.Tensor, params: list[nn.Parameter]
+    ) -> tuple[float, float]:
+        """
+        Per-parameter mean of the per-sample variance of ``g_hat_t``, with and without the control variate, from
+        ``VARIANCE_GROUPS`` random sub-batches (the rollout buffer permutes the samples). Log-only.
+        """
+        n = per_sample.shape[0]
+        groups = min(VARIANCE_GROUPS, n)
+        if groups < 2:
+            return float("nan"), float("nan")
+        size = n // groups
+        n_params = sum(p.numel() for p in params)
+        results = []
+        for values in (per_sample, targets.detach() * log_prob):
+            means = []
+            for k in range(groups):
+                chunk = values[k * size : (k + 1) * size].mean()
+                grads = th.autograd.grad(chunk, params, retain_graph=True, allow_unused=True)
+                means.append(th.cat([(th.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads)]))
+            stacked = th.stack(means).detach()
+            spread = ((stacked - stacked.mean(dim=0)) ** 2).sum() / (groups - 1)
+            results.append(float(size * spread / n_params))
+        return results[0], results[1]
+
+    # -- training ------------------------------------------------------------------------------------------------
+
+    def _skip(self, reason: str) -> None:
+        self.skipped_updates += 1
+        warnings.warn(f"{type(self).__name__}: {reason}, the update was skipped", RuntimeWarning)
+        self.logger.record("train/skipped_updates", self.skipped_updates)
+
+    def train(self) -> None:
+        """One KFRELAX update on the whole rollout buffer (exactly one per rollout)."""
+        policy = self.policy
+        policy.set_training_mode(True)
+        self._update_learning_rate(policy.optimizer)
+        self._iterations_in_learn += 1
+        buffer = self.rollout_buffer
+        if buffer.used_for_update:
+            self._skip("this rollout was already used for an update (KFRELAX is strictly on-policy: one update per rollout)")
+            return
+        buffer.used_for_update = True
+        kfac = self.kfac
+
+        data = next(iter(buffer.get(batch_size=None)))
+        n = data.returns.shape[0]
+        actions = self._actions_for_training(data.actions)
+        targets = data.advantages if self.target == "advantage" else data.returns
+        if self.normalize_advantage and n > 1:
+            targets = (targets - targets.mean()) / (targets.std() + 1e-8)
+
+        # The estimator's three c_phi forwards are not K-FAC statistics (those come from one dedicated pass below).
+        stats_pause = kfac.no_statistics() if kfac is not None else nullcontext()
+        with stats_pause:
+            out = policy.relax_forward(data.observations)
+            old_distribution = out.distribution.distribution  # snapshot: SB3 reuses its distribution objects
+            mismatch = self._action_mismatch(out, actions, data.noise)
+            mismatch_rate = float(mismatch.float().mean())
+            self.logger.record("train/action_mismatch", mismatch_rate)
+            if mismatch_rate > ACTION_MISMATCH_TOLERANCE:
+                self._skip(
+                    f"{mismatch_rate:.1%} of the stored noise does not reproduce the stored actions with the current policy "
+                    "(the rollout was not collected by this policy, or the policy changed since)"
+                )
+                return
+            per_sample, log_prob, terms = self._per_sample_objective(out, actions, data.noise, targets, ~mismatch)
+        objective = per_sample.mean()
+        entropy = out.distribution.entropy()
+        entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
+        value_loss = F.mse_loss(data.returns, out.values)
+        aux_loss = self.ent_coef * entropy_loss + self.vf_coef * value_loss
+        if not (th.isfinite(objective) and th.isfinite(aux_loss)):
+            self._skip(
+                f"non-finite loss (objective {objective.detach().item()}, entropy/value loss {aux_loss.detach().item()})"
+            )
+            return
+
+        actor_params = policy.actor_parameters()
+        policy_params = policy.actor_critic_parameters()
+        cv_params = [p for p in self.control_variate.parameters() if p.requires_grad]
+        log_this_update = self._logs_written_after_this_update()
+        if log_this_update:
+            grad_variance, grad_variance_no_cv = self._grad_variance(per_sample, log_prob, targets, actor_params)
+            self.logger.record("train/grad_variance", grad_variance)
+            self.logger.record("train/grad_variance_no_cv", grad_variance_no_cv)
+
+        aux_grads = th.autograd.grad(aux_loss, policy_params, retain_graph=True, allow_unused=True)
+        if self.cv_loss == "exact":
+            # ||g_hat||^2 over all actor parameters, g_hat built with create_graph (RELAX eq. "vargrad").
+            variance_loss, g_hat = estimator_variance_loss(objective, actor_params)
+        else:
+            g_hat = list(th.autograd.grad(objective, actor_params, retain_graph=True, allow_unused=True))
+            g_hat = [th.zeros_like(p) if g is None else g for p, g in zip(actor_params, g_hat)]
+            dist_params = [out.params] if out.log_std is None else [out.params, out.log_std]
+            variance_loss = logit_proxy_variance_loss(objective, dist_params)
+        # per-sample scale: N ||mean_t g_t||^2 (see the class docstring)
+        cv_loss = n * variance_loss
+        cv_grads = th.autograd.grad(cv_loss, cv_params, allow_unused=True)
+        g_hat = [g.detach() for g in g_hat]
+        if not _all_finite(g_hat) or not _all_finite([g for g in aux_grads if g is not None]):
+            self._skip("non-finite policy gradient")
+            return
+
+        # ---- policy step: theta.grad = -g_hat + grad(ent_coef * entropy_loss + vf_coef * value_loss)
+        optimizer = policy.optimizer
+        optimizer.zero_grad(set_to_none=True)
+        for p, g in zip(policy_params, aux_grads):
+            p.grad = th.zeros_like(p) if g is None else g.detach().clone()
+        for p, g in zip(actor_params, g_hat):
+            assert p.grad is not None
+            p.grad.sub_(g)
+        if self.max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(policy_params, self.max_grad_norm)
+        before = [p.detach().clone() for p in actor_params]
+        optimizer.step()
+        kl, update_scale = self._cap_update(data.observations, old_distribution, actor_params, before, log_this_update)
+
+        # ---- control-variate step
+        self._cv_step(cv_params, cv_grads, terms, out.cv_obs)
+
+        self._n_updates += 1
+
+        explained_var = explained_variance(buffer.values.flatten(), buffer.returns.flatten())
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/explained_variance", explained_var)
+        self.logger.record("train/entropy_loss", entropy_loss.detach().item())
+        self.logger.record("train/policy_loss", -objective.detach().item())
+        self.logger.record("train/value_loss", value_loss.detach().item())
+        self.logger.record("train/cv_loss", cv_loss.detach().item())
+        self.logger.record("train/cv_scale", self.control_variate.scale.detach().item())
+        temperature = self.control_variate.temperature
+        if temperature is not None:
+            self.logger.record("train/temperature", temperature.detach().item())
+        if kl is not None:
+            self.logger.record("train/kl", kl)
+        self.logger.record("train/update_scale", update_scale)
+        self.logger.record("train/cv_skipped_updates", self.cv_skipped_updates)
+        self.logger.record("train/skipped_updates", self.skipped_updates)
+        if kfac is not None:
+            info = kfac.last_step_info
+            self.logger.record("train/cv_step_size", info.get("step_size", 0.0))
+            self.logger.record("train/cv_kfac_skipped_updates", kfac.counters["skipped_steps"])
+            self.logger.record("train/cv_kfac_inverse_fallbacks", kfac.counters["inverse_fallbacks"])
+        if hasattr(policy, "log_std"):
+            self.logger.record("train/std", th.exp(policy.log_std).mean().detach().item())
+
+    def _cap_update(
+        self,
+        obs: Any,
+        old_distribution: Any,
+        actor_params: list[nn.Parameter],
+        before: list[th.Tensor],
+        log_this_update: bool,
+    ) -> tuple[float | None, float]:
+        """
+        Trust region of seed 000 §4.2.1: shrink the actor's update until the exact ``KL(pi_old || pi_new) <= max_kl``.
+
+        :return: the final KL (``None`` if neither capped nor logged) and the factor applied to the actor's update
+        """
+        if self.max_kl is None and not log_this_update:
+            return None, 1.0
+
+        def batch_kl() -> float:
+            with th.no_grad():
+                return float(policy_kl(old_distribution, self.policy.get_distribution(obs)).mean())
+
+        kl = batch_kl()
+        scale = 1.0
+        if self.max_kl is None or not math.isfinite(kl):
+            return kl, scale
+        deltas = [p.detach() - b for p, b in zip(actor_params, before)]
+        for _ in range(MAX_KL_BACKTRACKS):
+            if kl <= self.max_kl:
+                break
+            # KL is quadratic in the step for small steps; halve at least, in case the model is off.
+            scale *= min(0.5, 0.95 * math.sqrt(self.max_kl / kl))
+            with th.no_grad():
+                for p, b, d in zip(actor_params, before, deltas):
+                    p.copy_(b + scale * d)
+            kl = batch_kl()
+        return kl, scale
+
+    def _cv_step(
+        self, cv_params: list[nn.Parameter], cv_grads: tuple[th.Tensor | None, ...], terms: Any, cv_obs: th.Tensor
+    ) -> None:
+        """Apply the variance-loss gradient to ``c_phi`` (K-FAC or Adam on the layers, Adam on ``log tau`` and scale)."""
+        grads = [th.zeros_like(p) if g is None else g.detach() for p, g in zip(cv_params, cv_grads)]
+        if not _all_finite(grads):
+            # KFAC would skip by itself, but the scalars' Adam would not: skip both (before recording statistics).
+            self.cv_skipped_updates += 1
+            warnings.warn(
+                f"{type(self).__name__}: non-finite control-variate gradient, the control variate was not updated",
+                RuntimeWarning,
+            )
+            return
+        kfac = self.kfac
+        if kfac is not None:
+            # Gauss-Newton statistics of c_phi on its 2N inputs z, z~ (notes §3.2 option A; the N actions for LAX).
+            z_tilde = (
+                terms.z_tilde[:0] if isinstance(self.policy.relaxation, DiagGaussianReparameterization) else terms.z_tilde
+            )
+            record_control_variate_fisher(kfac, self.control_variate, terms.z, z_tilde, obs=cv_obs)
+        grad_of = {id(p): g for p, g in zip(cv_params, grads)}
+        for optimizer in (self.cv_net_optimizer, self.cv_scalar_optimizer):
+            optimizer.zero_grad(set_to_none=True)
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    p.grad = grad_of.get(id(p), th.zeros_like(p)).clone()
+            optimizer.step()
+
+    # -- learn / load --------------------------------------------------------------------------------------------
+
+    def _logs_written_after_this_update(self) -> bool:
+        """
+        Whether the values recorded by this update reach the log: ``learn`` dumps every ``log_interval`` iterations,
+        before that iteration's update, so the update of iteration ``i`` is logged when ``(i + 1) % log_interval == 0``
+        (or on the last iteration, for ``logger.name_to_value`` readers).
+        """
+        log_interval = self._log_interval
+        if log_interval is None or log_interval <= 0:
+            return True
+        last = self.num_timesteps >= self._total_timesteps
+        return last or (self._iterations_in_learn + 1) % log_interval == 0
+
+    def learn(
+        self: SelfKFRELAX,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 100,
+        tb_log_name: str = "KFRELAX",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfKFRELAX:
+        self._log_interval = log_interval
+        self._iterations_in_learn = 0
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
+
+    @classmethod
+    def load(  # type: ignore[override]
+        cls: type[SelfKFRELAX],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | None = None,
+        device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfKFRELAX:
+        """
+        Load a saved KFRELAX model (policy with ``c_phi``, all optimizer states, settings); refuses other algorithms' files.
+
+        See ``stable_baselines3.common.base_class.BaseAlgorithm.load`` for the arguments.
+        """
+        check_saved_algorithm(path, cls.__name__, ("cv_optimizer", "cv_loss"))
+        return super().load(
+            path,
+            env=env,
+            device=device,
+            custom_objects=custom_objects,
+            print_system_info=print_system_info,
+            force_reset=force_reset,
+            **kwargs,
+        )
+
+
+def _all_finite(tensors: list[th.Tensor]) -> bool:
+    if not tensors:
+        return True
+    return bool(th.isfinite(th.cat([t.reshape(-1) for t in tensors])).all())
