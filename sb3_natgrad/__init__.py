@@ -4,8 +4,10 @@ import os
 
 from sb3_natgrad.acktr import ACKTR
 from sb3_natgrad.common.torch_layers import ACKTRCnn
+from sb3_natgrad.kfrelax import KFRELAX
+from sb3_natgrad.smac import SMAC
 
 with open(os.path.join(os.path.dirname(__file__), "version.txt")) as file_handler:
     __version__ = file_handler.read().strip()
 
-__all__ = ["ACKTR", "ACKTRCnn", "__version__"]
+__all__ = ["ACKTR", "KFRELAX", "SMAC", "ACKTRCnn", "__version__"]
