@@ -40,6 +40,10 @@ class IterationTimer(BaseCallback):
 
 def make_env(env_id: str, n_envs: int, seed: int) -> VecEnv:
     if "NoFrameskip" in env_id or env_id.startswith("ALE/"):
+        import ale_py
+        import gymnasium
+
+        gymnasium.register_envs(ale_py)
         return VecFrameStack(make_atari_env(env_id, n_envs=n_envs, seed=seed), n_stack=4)
     return make_vec_env(env_id, n_envs=n_envs, seed=seed)
 

@@ -11,6 +11,12 @@ same name with the same flags, so rl-zoo3's documentation applies with ``--algo 
     sb3-natgrad all-plots -a acktr -e CartPole-v1 -f logs/ -o results
     sb3-natgrad plot-from-file -i results.pkl -o results.png --format png
 
+Sharing agents (:mod:`sb3_natgrad.zoo.hub`; rl-zoo3's ``push_to_hub`` / ``load_from_hub`` need the network first)::
+
+    sb3-natgrad package --algo acktr --env CartPole-v1 -f logs/ -o acktr-CartPole-v1   # offline, Hub layout
+    sb3-natgrad load --from acktr-CartPole-v1 -f logs/       # or --from ORG/REPO --trust-remote-code
+    sb3-natgrad push acktr-CartPole-v1 --repo ORG/acktr-CartPole-v1
+
 Differences from rl-zoo3: ``--algo`` defaults to ``acktr``; an sb3_natgrad algorithm reads the packaged
 hyperparameter file unless ``-conf``/``--conf-file`` is given; bad input (unknown algorithm or env, malformed
 or unknown hyperparameters, no trained model, missing optional dependency) ends with one ``error:`` line and a
@@ -387,7 +393,130 @@ def plot_from_file(argv: list[str]) -> None:
     _plot("plot_from_file", "plot-from-file", argv, save_option=False)
 
 
-#: Sub-command name -> command. ``package``, ``load`` and ``push`` (sharing agents) will be added here.
+# ---------------------------------------------------------------------------------------------------------------------
+# Sharing agents (sb3_natgrad.zoo.hub): package, load, push
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one-line :class:`ZooError` (exit code 2) instead of usage + exit."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        raise ZooError(message)
+
+
+def _parser(command: str, description: str) -> _Parser:
+    return _Parser(prog=f"{PROG} {command}", description=description, allow_abbrev=False)
+
+
+def package(argv: list[str]) -> None:
+    """
+    ``sb3-natgrad package``: write a trained agent in the Hugging Face repository layout of rl-zoo3, with a fresh
+    evaluation, a model card and a manifest of sha256 digests (no network; see :func:`sb3_natgrad.zoo.hub.package`).
+
+    :param argv: the flags
+    """
+    parser = _parser("package", "Package an rl-zoo3 run into the Hugging Face repository layout of rl-zoo3 (offline).")
+    parser.add_argument("--algo", default=DEFAULT_ALGO, help=f"algorithm (default: {DEFAULT_ALGO})")
+    parser.add_argument("--env", required=True, help="environment id")
+    parser.add_argument("-f", "--folder", required=True, help="log folder of train")
+    parser.add_argument("--exp-id", type=int, default=0, help="run number (default: 0, the latest)")
+    parser.add_argument("--load-best", action="store_true", help="package best_model.zip instead of the final model")
+    parser.add_argument("--load-checkpoint", type=int, default=None, help="package the checkpoint of this step")
+    parser.add_argument("-o", "--output", required=True, help="folder to write (refused if not empty, unless --force)")
+    parser.add_argument("--force", action="store_true", help="replace a non-empty output folder")
+    parser.add_argument("--n-eval-episodes", type=int, default=10, help="evaluation episodes (default: 10)")
+    parser.add_argument("--eval-seed", type=int, default=0, help="episode i is reset with seed eval_seed + i (default: 0)")
+    policy = parser.add_mutually_exclusive_group()
+    policy.add_argument(
+        "--deterministic", dest="deterministic", action="store_true", default=None, help="deterministic actions"
+    )
+    policy.add_argument("--stochastic", dest="deterministic", action="store_false", default=None, help="stochastic actions")
+    parser.add_argument("--no-video", action="store_true", help="do not write replay.mp4")
+    parser.add_argument("--video-length", type=int, default=1000, help="steps of replay.mp4 (default: 1000)")
+    parser.add_argument("--device", default="auto", help="PyTorch device (default: auto)")
+    parser.add_argument("--num-threads", type=int, default=-1, help="PyTorch threads (default: -1, PyTorch's choice)")
+    args = parser.parse_args(argv)
+    register()
+    _check_algo(args.algo)
+    _check_env(args.env, [])
+    if args.num_threads > 0:
+        import torch
+
+        torch.set_num_threads(args.num_threads)
+    from sb3_natgrad.zoo import hub
+
+    hub.package(
+        args.algo,
+        args.env,
+        args.folder,
+        args.output,
+        exp_id=args.exp_id,
+        load_best=args.load_best,
+        load_checkpoint=args.load_checkpoint,
+        n_eval_episodes=args.n_eval_episodes,
+        eval_seed=args.eval_seed,
+        deterministic=args.deterministic,
+        video=not args.no_video,
+        video_length=args.video_length,
+        force=args.force,
+        device=args.device,
+    )
+
+
+def load(argv: list[str]) -> None:
+    """
+    ``sb3-natgrad load``: rebuild the rl-zoo3 run layout from a packaged agent (a local folder, verified against its
+    manifest, or a Hub repository with ``--trust-remote-code``), for ``enjoy`` / ``record-video`` / ``train -i``.
+
+    :param argv: the flags
+    """
+    parser = _parser("load", "Rebuild the rl-zoo3 run layout (logs/<algo>/<Env>_<N>/) from a packaged agent.")
+    parser.add_argument("--from", dest="source", required=True, help="folder written by package, or ORG/REPO on the Hub")
+    parser.add_argument("-f", "--folder", required=True, help="log folder to write into")
+    parser.add_argument("--exp-id", type=int, default=0, help="run number (default: 0, a new run)")
+    parser.add_argument("--force", action="store_true", help="replace an existing run folder")
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow downloading from the Hub (model files contain pickled objects, which can run code)",
+    )
+    parser.add_argument("--revision", default=None, help="Hub branch, tag or commit")
+    parser.add_argument("--algo", default=None, help="expected algorithm (required for a Hub repo without manifest)")
+    parser.add_argument("--env", default=None, help="expected environment id (same)")
+    args = parser.parse_args(argv)
+    from sb3_natgrad.zoo import hub
+
+    hub.load(
+        args.source,
+        args.folder,
+        exp_id=args.exp_id,
+        algo=args.algo,
+        env_id=args.env,
+        force=args.force,
+        trust_remote_code=args.trust_remote_code,
+        revision=args.revision,
+    )
+
+
+def push(argv: list[str]) -> None:
+    """
+    ``sb3-natgrad push``: upload a packaged agent to the Hugging Face Hub (token from ``HF_TOKEN`` or
+    ``hf auth login``).
+
+    :param argv: the flags
+    """
+    parser = _parser("push", "Upload a folder written by package to the Hugging Face Hub.")
+    parser.add_argument("output", help="folder written by package")
+    parser.add_argument("--repo", required=True, help="repository id ORG/NAME (rl-zoo3: ORG/<algo>-<Env>)")
+    parser.add_argument("-m", "--commit-message", default=None, help="commit message")
+    parser.add_argument("--private", action="store_true", help="create the repository private")
+    args = parser.parse_args(argv)
+    from sb3_natgrad.zoo import hub
+
+    hub.push(args.output, args.repo, commit_message=args.commit_message, private=args.private)
+
+
+#: Sub-command name -> command.
 COMMANDS: dict[str, Command] = {
     "train": Command(train, "train an agent, tune hyperparameters (-optimize) or continue training (-i)"),
     "enjoy": Command(enjoy, "run a trained agent"),
@@ -395,6 +524,9 @@ COMMANDS: dict[str, Command] = {
     "plot-train": Command(plot_train, "plot training rewards (monitor files)"),
     "all-plots": Command(all_plots, "plot evaluation results and print a results table"),
     "plot-from-file": Command(plot_from_file, "plot the results saved by all-plots -o"),
+    "package": Command(package, "write a trained agent in the Hugging Face Hub layout (offline)"),
+    "load": Command(load, "rebuild the run layout from a packaged agent or a Hub repository"),
+    "push": Command(push, "upload a packaged agent to the Hugging Face Hub"),
 }
 
 
@@ -439,7 +571,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         COMMANDS[name].handler(args[1:])
     except ZooError as exc:
         _error(name, str(exc))
-        return 2
+        return getattr(exc, "exit_code", 2)
     except ModuleNotFoundError as exc:
         missing = exc.name or str(exc)
         top = missing.split(".")[0]
