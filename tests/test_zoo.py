@@ -178,6 +178,23 @@ def test_enjoy_runs_the_trained_agent(trained: str) -> None:
     assert "Episode Reward" in result.stdout  # an episode finished: the agent stepped the env
 
 
+@pytest.mark.parametrize("algo", ["smac", "kfrelax"])
+def test_train_then_enjoy_every_algorithm(algo: str, tmp_path) -> None:
+    """SMAC and KFRELAX through the real command: their packaged CartPole-v1 entry, one short run, then enjoy."""
+    algo_class = load_algorithm(next(entry for entry in ZOO_ALGORITHMS if entry.name == algo))
+    run(*f"train --algo {algo} --env {ENV} -n 2000 --eval-freq 1000 --eval-episodes 2 -f logs --seed 0".split(), cwd=tmp_path)
+    run_dir = tmp_path / "logs" / algo / f"{ENV}_1"
+    assert (run_dir / f"{ENV}.zip").is_file() and (run_dir / "evaluations.npz").is_file()
+    with open(run_dir / ENV / "config.yml") as file:
+        config = dict(yaml.load(file, Loader=yaml.UnsafeLoader))
+    with open(default_config(algo)) as file:
+        assert config == yaml.safe_load(file)[ENV]
+    model = algo_class.load(run_dir / f"{ENV}.zip", device="cpu")
+    assert type(model) is algo_class and model.num_timesteps >= 2000
+    result = run("enjoy", "--algo", algo, "--env", ENV, "-f", "logs", "--no-render", "-n", "600", cwd=tmp_path)
+    assert "Episode Reward" in result.stdout
+
+
 def test_record_video_writes_mp4(trained: str, tmp_path) -> None:
     pytest.importorskip("moviepy", reason="record-video needs moviepy (the video backend of VecVideoRecorder)")
     args = ["record-video", "--algo", "acktr", "--env", ENV, "-f", "logs", "-n", "40", "--load-best", "-o", str(tmp_path)]
