@@ -609,6 +609,29 @@ def test_non_finite_loss_skips_update_and_keeps_everything():
     assert all(th.isfinite(p).all() for p in model.policy.parameters())
 
 
+@pytest.mark.parametrize("max_kl", [0.01, None])
+def test_optimizer_step_to_non_finite_parameters_is_reverted(max_kl):
+    """An optimizer that writes NaN (any SB3 optimizer_class can): the policy is restored and the update counted as
+    skipped, with or without the KL cap (whose backtracking treats a non-finite KL as too large)."""
+    model = KFRELAX("MlpPolicy", "CartPole-v1", seed=0, max_kl=max_kl, **SMALL)
+    model.learn(32)
+    collect_one_rollout(model)
+    before = parameters(model.policy)
+    original_step = model.policy.optimizer.step
+
+    def poisoned_step(*args, **kwargs):
+        original_step(*args, **kwargs)
+        with th.no_grad():
+            next(iter(model.policy.actor_parameters())).fill_(float("nan"))
+
+    model.policy.optimizer.step = poisoned_step
+    skipped = model.skipped_updates
+    with pytest.warns(RuntimeWarning, match="reverted"):
+        model.train()
+    assert model.skipped_updates == skipped + 1
+    assert all(th.equal(p, q) for p, q in zip(before, model.policy.parameters()))
+
+
 @pytest.mark.parametrize("cv_optimizer", ["kfac", "adam"])
 def test_non_finite_control_variate_gradient_skips_both_cv_optimizers(cv_optimizer):
     model = KFRELAX("MlpPolicy", "CartPole-v1", seed=0, cv_optimizer=cv_optimizer, **SMALL)

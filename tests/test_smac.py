@@ -241,6 +241,20 @@ def test_actor_step_matches_dense_float64_natural_gradient(env_id: str, fisher: 
         assert logger.history["train/kl_quadratic"][-1] == pytest.approx(model.max_kl, rel=1e-3)
 
 
+def test_discrete_observations_per_sample_scores() -> None:
+    """One-hot (Discrete) observations: "sample" (per-sample scores by vmap, which refuses F.one_hot inside) and "batch"
+    (Gram matrix from layer hooks) solve with the same empirical Fisher, so one update moves the actor identically."""
+    moved = {}
+    for fisher in ["sample", "batch"]:
+        model = SMAC("MlpPolicy", "FrozenLake-v1", n_steps=32, n_critic_updates=0, fisher=fisher, max_kl=None, seed=0)
+        before = {n: p.detach().clone() for n, p in model.policy.named_parameters()}
+        model.learn(32)
+        moved[fisher] = {n: p.detach() - before[n] for n, p in model.policy.named_parameters()}
+    assert any(change.abs().max() > 0 for change in moved["sample"].values())
+    for name, change in moved["sample"].items():
+        th.testing.assert_close(moved["batch"][name], change, rtol=1e-4, atol=1e-7, msg=name)
+
+
 def test_actor_and_critic_parameters_are_split_by_the_graph() -> None:
     model = SMAC("MlpPolicy", "Pendulum-v1", n_steps=8, policy_kwargs=dict(net_arch=[8]))
     assert set(actor_param_names(model)) == {

@@ -112,8 +112,10 @@ class KFRELAX(OnPolicyAlgorithm):
        ``max_grad_norm``, then a step of the policy's optimizer (any SB3 ``optimizer_class``; Adam by default, as the
        RELAX code). Capped update (seed 000 §4.2.1, "parameter updates capped at an upper bound", after ACKTR's trust
        region): if the exact batch-mean ``KL(pi_old || pi_new)`` after the step exceeds ``max_kl``, the actor's part
-       of the parameter update is scaled by ``sqrt(max_kl / KL)`` (the quadratic model of the KL), repeatedly (at
-       most 10 times, halving when the quadratic model is off) until the KL is below ``max_kl``.
+       of the parameter update is scaled by ``min(1/2, 0.95 sqrt(max_kl / KL))`` (the quadratic model of the KL with a
+       margin, but at least a halving), repeatedly (at most 10 times) until the KL is below ``max_kl``; a non-finite KL
+       counts as too large. If the policy is still not finite after that (KL or any parameter), the whole update of
+       the policy is reverted and counted in ``train/skipped_updates`` with a warning.
 
     Logged besides A2C's keys: ``train/cv_loss``, ``train/grad_variance`` (per-parameter average of the per-sample
     variance of the RELAX/LAX estimate ``g_hat_t``, from ``8`` random sub-batches: ``m * sum_k ||g_k - g||^2 /
@@ -510,18 +512,12 @@ class KFRELAX(OnPolicyAlgorithm):
             return
 
         # ---- policy step: theta.grad = -g_hat + grad(ent_coef * entropy_loss + vf_coef * value_loss)
-        optimizer = policy.optimizer
-        optimizer.zero_grad(set_to_none=True)
-        for p, g in zip(policy_params, aux_grads):
-            p.grad = th.zeros_like(p) if g is None else g.detach().clone()
-        for p, g in zip(actor_params, g_hat):
-            assert p.grad is not None
-            p.grad.sub_(g)
-        if self.max_grad_norm is not None:
-            nn.utils.clip_grad_norm_(policy_params, self.max_grad_norm)
-        before = [p.detach().clone() for p in actor_params]
-        optimizer.step()
-        kl, update_scale = self._cap_update(data.observations, old_distribution, actor_params, before, log_this_update)
+        stepped = self._policy_step(
+            data.observations, old_distribution, actor_params, policy_params, g_hat, aux_grads, log_this_update
+        )
+        if stepped is None:
+            return
+        kl, update_scale = stepped
 
         # ---- control-variate step
         self._cv_step(cv_params, cv_grads, terms, out.cv_obs)
@@ -552,6 +548,43 @@ class KFRELAX(OnPolicyAlgorithm):
         if hasattr(policy, "log_std"):
             self.logger.record("train/std", th.exp(policy.log_std).mean().detach().item())
 
+    def _policy_step(
+        self,
+        obs: Any,
+        old_distribution: Any,
+        actor_params: list[nn.Parameter],
+        policy_params: list[nn.Parameter],
+        g_hat: list[th.Tensor],
+        aux_grads: tuple[th.Tensor | None, ...],
+        log_this_update: bool,
+    ) -> tuple[float | None, float] | None:
+        """
+        Step of the policy's optimizer with ``theta.grad = -g_hat + aux_grads`` (optionally norm-clipped), then the
+        capped update; a policy that is not finite afterwards is reverted and the update skipped.
+
+        :return: ``(kl, update_scale)`` of :meth:`_cap_update`, or ``None`` when the update was reverted
+        """
+        optimizer = self.policy.optimizer
+        optimizer.zero_grad(set_to_none=True)
+        for p, g in zip(policy_params, aux_grads):
+            p.grad = th.zeros_like(p) if g is None else g.detach().clone()
+        for p, g in zip(actor_params, g_hat):
+            assert p.grad is not None
+            p.grad.sub_(g)
+        if self.max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(policy_params, self.max_grad_norm)
+        before = [p.detach().clone() for p in actor_params]
+        before_policy = [p.detach().clone() for p in policy_params]
+        optimizer.step()
+        kl, update_scale = self._cap_update(obs, old_distribution, actor_params, before, log_this_update)
+        if (kl is not None and not math.isfinite(kl)) or not _all_finite([p.detach() for p in policy_params]):
+            with th.no_grad():
+                for p, b in zip(policy_params, before_policy):
+                    p.copy_(b)
+            self._skip("non-finite policy after the optimizer step (reverted)")
+            return None
+        return kl, update_scale
+
     def _cap_update(
         self,
         obs: Any,
@@ -570,18 +603,21 @@ class KFRELAX(OnPolicyAlgorithm):
 
         def batch_kl() -> float:
             with th.no_grad():
-                return float(policy_kl(old_distribution, self.policy.get_distribution(obs)).mean())
+                try:
+                    return float(policy_kl(old_distribution, self.policy.get_distribution(obs)).mean())
+                except ValueError:  # torch's argument validation of a distribution with non-finite parameters
+                    return math.nan
 
         kl = batch_kl()
         scale = 1.0
-        if self.max_kl is None or not math.isfinite(kl):
+        if self.max_kl is None:
             return kl, scale
         deltas = [p.detach() - b for p, b in zip(actor_params, before)]
         for _ in range(MAX_KL_BACKTRACKS):
-            if kl <= self.max_kl:
+            if math.isfinite(kl) and kl <= self.max_kl:
                 break
             # KL is quadratic in the step for small steps; halve at least, in case the model is off.
-            scale *= min(0.5, 0.95 * math.sqrt(self.max_kl / kl))
+            scale *= min(0.5, 0.95 * math.sqrt(self.max_kl / kl)) if math.isfinite(kl) else 0.5
             with th.no_grad():
                 for p, b, d in zip(actor_params, before, deltas):
                     p.copy_(b + scale * d)

@@ -16,6 +16,7 @@ from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.distributions import DiagGaussianDistribution, Distribution
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, BasePolicy, MultiInputActorCriticPolicy
+from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, Schedule
 from stable_baselines3.common.utils import explained_variance
 from torch import nn
@@ -401,6 +402,9 @@ class SMAC(OnPolicyAlgorithm):
                 if param is not None:
                     owner_of.setdefault(id(param), (module, name))
         owners = [owner_of[id(p)] for p in params]
+        # Preprocess (one-hot of Discrete / MultiDiscrete observations, image scaling) on the whole batch outside vmap:
+        # F.one_hot is data-dependent and vmap refuses it. Inside, the actor's path of get_distribution without it.
+        obs = preprocess_obs(obs, policy.observation_space, normalize_images=policy.normalize_images)  # type: ignore[arg-type]
         keys: list[str] | None = None
         if isinstance(obs, dict):
             keys = list(obs)
@@ -416,7 +420,10 @@ class SMAC(OnPolicyAlgorithm):
             else:
                 one = obs_parts[0].unsqueeze(0)
             with _substituted_parameters(owners, list(param_dict.values())):
-                return policy.get_distribution(one).log_prob(action.unsqueeze(0)).squeeze(0)
+                features = policy.pi_features_extractor(one)
+                latent_pi = policy.mlp_extractor.forward_actor(features)
+                distribution = policy._get_action_dist_from_latent(latent_pi)
+                return distribution.log_prob(action.unsqueeze(0)).squeeze(0)
 
         named: dict[str, th.Tensor] = {str(i): p for i, p in enumerate(params)}
         return per_sample_scores(log_prob_fn, named, *inputs, actions, chunk_size=_PER_SAMPLE_CHUNK)
@@ -627,6 +634,9 @@ class SMAC(OnPolicyAlgorithm):
                     continue
                 # Gradients of the critic's own parameters only (shared parameters belong to the actor).
                 grads = th.autograd.grad(value_loss, self._critic_params, allow_unused=True)
+                if not all(grad is None or bool(th.isfinite(grad).all()) for grad in grads):
+                    nonfinite += 1
+                    continue
                 for param, grad in zip(self._critic_params, grads, strict=True):
                     param.grad = grad
                 if self.max_grad_norm is not None:
@@ -635,7 +645,8 @@ class SMAC(OnPolicyAlgorithm):
                 value_losses.append(value_loss.item())
         if nonfinite:
             warnings.warn(
-                f"{type(self).__name__}: {nonfinite} critic minibatch(es) with a non-finite loss were skipped", RuntimeWarning
+                f"{type(self).__name__}: {nonfinite} critic minibatch(es) with a non-finite loss or gradient were skipped",
+                RuntimeWarning,
             )
         if not value_losses:
             with th.no_grad():
