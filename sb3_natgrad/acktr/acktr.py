@@ -310,7 +310,9 @@ class ACKTR(OnPolicyAlgorithm):
         loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
 
         if not th.isfinite(loss):
-            warnings.warn(f"{type(self).__name__}: non-finite loss ({float(loss)}), the update was skipped", RuntimeWarning)
+            warnings.warn(
+                f"{type(self).__name__}: non-finite loss ({float(loss.detach())}), the update was skipped", RuntimeWarning
+            )
             kfac.counters["skipped_steps"] += 1
             kfac._release_records()
             self.logger.record("train/kfac_skipped_updates", kfac.counters["skipped_steps"])
