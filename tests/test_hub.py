@@ -182,6 +182,44 @@ def test_output_is_not_overwritten_without_force(packaged: str, tmp_path) -> Non
     assert sorted(os.listdir(tmp_path)) == ["copy", "hidden"]  # no temporary folder left behind
 
 
+def test_force_replaces_only_an_earlier_package_folder(packaged: str, tmp_path) -> None:
+    """--force never deletes a folder that is not an earlier package output, nor one holding the run it reads."""
+    precious = tmp_path / "project"
+    precious.mkdir()
+    (precious / "important.txt").write_text("keep me")
+    logs = os.path.join(packaged, "logs")
+    before_logs = sorted(os.listdir(os.path.join(logs, ALGO)))
+    calls = [
+        [*PACKAGE, "-o", str(precious), "--force"],  # not a package output
+        [*PACKAGE, "-o", packaged, "--force"],  # contains the training run (and the working directory)
+        ["load", "--from", os.path.join(packaged, NAME), "-f", str(precious / "important.txt")],  # -f is a file
+    ]
+    results, _ = run_in_one_process(calls, cwd=packaged)
+    assert_one_line_error(results[0], "package", str(precious), "not an earlier 'sb3-natgrad package' output", code=2)
+    assert_one_line_error(results[1], "package", "contains", code=2)
+    assert_one_line_error(results[2], "load", "is a file", code=2)
+    assert (precious / "important.txt").read_text() == "keep me"
+    assert sorted(os.listdir(precious)) == ["important.txt"]
+    assert sorted(os.listdir(os.path.join(logs, ALGO))) == before_logs
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("algo", "../../x"), ("env_id", "../Acrobot-v1"), ("env_id", "/abs"), ("model_file", "/etc/x.zip")]
+)
+def test_manifest_names_cannot_leave_the_folder(packaged: str, tmp_path, key: str, value: str) -> None:
+    """A manifest whose algo / env id / model file would reach outside the package is refused before anything is read."""
+    folder = tmp_path / "evil"
+    shutil.copytree(os.path.join(packaged, NAME), folder)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest[key] = value
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match=re.escape(repr(value))):
+        load(str(folder), str(tmp_path / "logs"), verbose=0)
+    with pytest.raises(ManifestError, match=re.escape(repr(value))):
+        load_folder(str(folder))
+    assert not (tmp_path / "logs").exists() and not (tmp_path / "x").exists()
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # load -> enjoy
 

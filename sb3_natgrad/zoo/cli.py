@@ -438,7 +438,7 @@ def package(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     register()
     _check_algo(args.algo)
-    _check_env(args.env, [])
+    # The env is checked by hub.package, after importing the run's --gym-packages (custom envs) from its args.yml.
     if args.num_threads > 0:
         import torch
 
@@ -572,6 +572,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ZooError as exc:
         _error(name, str(exc))
         return getattr(exc, "exit_code", 2)
+    except OSError as exc:  # a file or folder given on the command line (or the disk) failed: say which, in one line
+        _error(name, one_line(exc))
+        return 2
     except ModuleNotFoundError as exc:
         missing = exc.name or str(exc)
         top = missing.split(".")[0]

@@ -273,7 +273,26 @@ def read_manifest(folder: str) -> dict[str, Any]:
         parts = name.split("/")
         if name.startswith("/") or ".." in parts or "\\" in name:
             raise ManifestError(f"{path}: invalid file name {name!r}")
+    for key in ("algo", "env_id"):
+        if key in manifest:
+            _check_identifier(key, manifest[key], path, ManifestError)
+    model_file = manifest.get("model_file")
+    if model_file is not None and model_file not in entries:
+        raise ManifestError(f"{path}: model_file {model_file!r} is not one of the listed files")
     return manifest
+
+
+#: An algorithm name as rl-zoo3 uses it (``--algo``) and a Gymnasium env id (``[namespace/]Name-vN``): nothing that can
+#: climb out of a folder when joined into a path.
+_ALGO_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
+_ENV_ID_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.:-]*(/[A-Za-z0-9_-][A-Za-z0-9_.:-]*)?")
+
+
+def _check_identifier(key: str, value: Any, where: str, error: type[HubError]) -> None:
+    """``algo`` / ``env_id`` values become path components: refuse anything but plain names."""
+    pattern = _ALGO_PATTERN if key == "algo" else _ENV_ID_PATTERN
+    if not isinstance(value, str) or not pattern.fullmatch(value) or ".." in value:
+        raise error(f"{where}: invalid {key} {value!r}")
 
 
 def verify(folder: str) -> dict[str, Any]:
@@ -589,15 +608,36 @@ def _model_card(info: Mapping[str, Any], config: Mapping[str, Any], env_kwargs: 
     return "\n".join(lines)
 
 
-def _check_output(out: str, force: bool) -> None:
+def _check_output(out: str, force: bool, protected: Sequence[str] = ()) -> None:
+    """
+    ``out`` may be written: it does not exist, is empty, or (``force``) holds an earlier output of :func:`package`
+    (a valid manifest listing every file in it) that contains none of the ``protected`` paths, the working
+    directory or the home directory.
+    """
     if os.path.isfile(out) or os.path.islink(out):
         raise HubError(f"output {out!r} is a file, expected a folder")
-    if os.path.isdir(out) and os.listdir(out) and not force:
+    if not (os.path.isdir(out) and os.listdir(out)):
+        return
+    if not force:
         raise HubError(f"output folder {out!r} exists and is not empty; pass --force to replace it")
+    absolute = os.path.abspath(out)
+    for path in [*protected, os.getcwd(), os.path.expanduser("~")]:
+        if os.path.commonpath([absolute, os.path.abspath(path)]) == absolute:
+            raise HubError(f"output folder {out!r} contains {path!r}; --force replaces only an earlier package folder")
+    try:
+        listed = set(read_manifest(out)["files"])
+    except ManifestError:
+        listed = None
+    if listed is None or set(_folder_files(out)) - listed:
+        raise HubError(
+            f"output folder {out!r} is not an earlier 'sb3-natgrad package' output (its files are not all listed in "
+            f"a {MANIFEST}); --force replaces only those, choose another -o"
+        )
 
 
 def _move_into_place(built: str, out: str) -> None:
     """Replace ``out`` by the folder ``built`` (same file system): never a half-written ``out``."""
+    out = os.path.abspath(out)
     if os.path.isdir(out):
         aside = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=os.path.dirname(out))
         os.rmdir(aside)
@@ -685,7 +725,7 @@ def package(
     for required in ("config.yml", "args.yml"):
         if not os.path.isfile(os.path.join(stats_dir, required)):
             raise HubError(f"{stats_dir}: no {required} (not a run written by 'sb3-natgrad train')")
-    _check_output(out, force)
+    _check_output(out, force, protected=[folder, model_path])
 
     config = dict(_read_yaml(os.path.join(stats_dir, "config.yml")))
     args = dict(_read_yaml(os.path.join(stats_dir, "args.yml")))
@@ -712,7 +752,11 @@ def package(
         _write_metrics_zip(log_path, os.path.join(build, "train_eval_metrics.zip"))
 
         env = make()
-        model = algo_class.load(model_path, env=env, device=device, custom_objects=_INFERENCE_OBJECTS)
+        try:
+            model = algo_class.load(model_path, env=env, device=device, custom_objects=_INFERENCE_OBJECTS)
+        except (OSError, ValueError, RuntimeError, KeyError, zipfile.BadZipFile) as exc:
+            env.close()
+            raise HubError(f"cannot load {model_path} as a {algo} model: {one_line(exc)}") from None
         seeds = [eval_seed + index for index in range(n_eval_episodes)]
         _say(
             verbose, f"Evaluating on {n_eval_episodes} episodes (seeds {seeds[0]}-{seeds[-1]}, deterministic={deterministic})"
@@ -870,6 +914,8 @@ def _identify(source: str, manifest: dict[str, Any] | None, algo: str | None, en
     if manifest is None:
         if algo is None or env_id is None:
             raise HubError(f"{source} has no {MANIFEST}: pass --algo and --env")
+        _check_identifier("algo", algo, source, HubError)
+        _check_identifier("env_id", env_id, source, HubError)
         return algo, env_id
     for key, given in (("algo", algo), ("env_id", env_id)):
         if given is not None and manifest.get(key) != given:
@@ -898,7 +944,9 @@ def load(
 
     A local folder must match its ``MANIFEST.json`` (a changed, missing or extra file is refused). A Hub repository
     is downloaded only with ``trust_remote_code`` (SB3 model files contain pickled objects, which can run code when
-    loaded); it is verified against its manifest when it has one.
+    loaded); it is verified against its manifest when it has one. The manifest detects corruption and accidental
+    changes, not a deliberate attack (whoever changes a file can rewrite the manifest): load only agents whose
+    source you trust, from a local copy as from the Hub.
 
     :param source: a folder written by :func:`package`, or a Hub repository id ``ORG/NAME``
     :param folder: the log folder to write into (``-f``)
@@ -919,6 +967,8 @@ def load(
         if not os.path.isfile(os.path.join(root, required)):
             raise HubError(f"{source}: no {required}")
 
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise HubError(f"-f {folder!r} is a file, expected a log folder")
     algo_folder = os.path.join(folder, algo)
     if exp_id == 0:
         from rl_zoo3.utils import get_latest_run_id
@@ -1161,7 +1211,7 @@ def load_folder(
     :return: the model and its environment
     """
     manifest = verify(path)
-    algo, env_id = manifest["algo"], manifest["env_id"]
+    algo, env_id = _identify(path, manifest, None, None)
     config = dict(_read_yaml(os.path.join(path, "config.yml")))
     args = dict(_read_yaml(os.path.join(path, "args.yml")))
     saved_kwargs = (
