@@ -26,6 +26,7 @@ from sb3_natgrad.common.checks import (
     check_spaces,
 )
 from sb3_natgrad.common.distributions import distribution_and_values, policy_kl, sampled_log_prob
+from sb3_natgrad.common.log_schedule import LogScheduleMixin
 from sb3_natgrad.common.save_util import check_saved_algorithm
 from sb3_natgrad.common.schedules import LinearDecay
 from sb3_natgrad.optim import KFAC
@@ -34,7 +35,7 @@ from sb3_natgrad.optim.kfac import DAMPING_TYPES, INVERSE_METHODS
 SelfACKTR = TypeVar("SelfACKTR", bound="ACKTR")
 
 
-class ACKTR(OnPolicyAlgorithm):
+class ACKTR(LogScheduleMixin, OnPolicyAlgorithm):
     """
     Actor-Critic using Kronecker-factored Trust Region (ACKTR).
 
@@ -230,8 +231,6 @@ class ACKTR(OnPolicyAlgorithm):
         # Running variance of the Bellman error (adaptive Gauss-Newton, seed 001 appendix D).
         self.bellman_error_var: float | None = None
         # learn()'s log interval, to compute the KL only for updates whose logs are written
-        self._log_interval: int | None = None
-        self._iterations_in_learn = 0
 
         if _init_setup_model:
             self._setup_model()
@@ -379,18 +378,6 @@ class ACKTR(OnPolicyAlgorithm):
             **kwargs,
         )
 
-    def _logs_written_after_this_update(self) -> bool:
-        """
-        Whether the values recorded by this update reach the log: ``learn`` dumps every ``log_interval`` iterations,
-        before that iteration's update, so the update of iteration ``i`` is logged when ``(i + 1) % log_interval == 0``
-        (or on the last iteration, for ``logger.name_to_value`` readers).
-        """
-        log_interval = self._log_interval
-        if log_interval is None or log_interval <= 0:
-            return True
-        last = self.num_timesteps >= self._total_timesteps
-        return last or (self._iterations_in_learn + 1) % log_interval == 0
-
     def learn(
         self: SelfACKTR,
         total_timesteps: int,
@@ -400,8 +387,7 @@ class ACKTR(OnPolicyAlgorithm):
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfACKTR:
-        self._log_interval = log_interval
-        self._iterations_in_learn = 0
+        self._start_log_schedule(log_interval)
         return super().learn(
             total_timesteps=total_timesteps,
             callback=callback,

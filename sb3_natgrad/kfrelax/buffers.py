@@ -61,14 +61,37 @@ class _NoiseStorage:
     generator_ready: bool
     noise: np.ndarray
 
-    def _init_noise_storage(self, action_space: spaces.Space) -> None:
+    def __init__(
+        self,
+        buffer_size: int,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        device: th.device | str = "auto",
+        gae_lambda: float = 1,
+        gamma: float = 0.99,
+        n_envs: int = 1,
+    ):
+        # Before the base constructor, which calls reset().
         self.noise_dim = make_relaxation(action_space).noise_dim
         self.noise_source: Callable[[], th.Tensor | None] | None = None
         self.used_for_update = False
+        super().__init__(  # type: ignore[call-arg]
+            buffer_size, observation_space, action_space, device, gae_lambda=gae_lambda, gamma=gamma, n_envs=n_envs
+        )
 
-    def _reset_noise(self) -> None:
+    def reset(self) -> None:
+        super().reset()  # type: ignore[misc]
         self.noise = np.zeros((self.buffer_size, self.n_envs, self.noise_dim), dtype=np.float32)
         self.used_for_update = False
+
+    def add(self, *args: Any, **kwargs: Any) -> None:
+        self._store_noise()
+        super().add(*args, **kwargs)  # type: ignore[misc]
+
+    def get(self, batch_size: int | None = None) -> Generator[Any, None, None]:
+        if not self.generator_ready:
+            self.noise = self.swap_and_flatten(self.noise)  # type: ignore[attr-defined]
+        yield from super().get(batch_size)  # type: ignore[misc]
 
     def _store_noise(self) -> None:
         noise = None if self.noise_source is None else self.noise_source()
@@ -80,10 +103,6 @@ class _NoiseStorage:
         noise = noise.detach().cpu().numpy().reshape(self.n_envs, self.noise_dim)
         self.noise[self.pos] = noise
 
-    def _prepare_noise(self) -> None:
-        if not self.generator_ready:
-            self.noise = self.swap_and_flatten(self.noise)  # type: ignore[attr-defined]
-
 
 class NoisyRolloutBuffer(_NoiseStorage, RolloutBuffer):
     """
@@ -91,33 +110,6 @@ class NoisyRolloutBuffer(_NoiseStorage, RolloutBuffer):
 
     Same arguments as ``RolloutBuffer``.
     """
-
-    def __init__(
-        self,
-        buffer_size: int,
-        observation_space: spaces.Space,
-        action_space: spaces.Space,
-        device: th.device | str = "auto",
-        gae_lambda: float = 1,
-        gamma: float = 0.99,
-        n_envs: int = 1,
-    ):
-        self._init_noise_storage(action_space)
-        super().__init__(
-            buffer_size, observation_space, action_space, device, gae_lambda=gae_lambda, gamma=gamma, n_envs=n_envs
-        )
-
-    def reset(self) -> None:
-        super().reset()
-        self._reset_noise()
-
-    def add(self, *args: Any, **kwargs: Any) -> None:
-        self._store_noise()
-        super().add(*args, **kwargs)
-
-    def get(self, batch_size: int | None = None) -> Generator[NoisyRolloutBufferSamples, None, None]:  # type: ignore[override]
-        self._prepare_noise()
-        yield from super().get(batch_size)  # type: ignore[misc]
 
     def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> NoisyRolloutBufferSamples:  # type: ignore[override]
         base = super()._get_samples(batch_inds, env)
@@ -130,33 +122,6 @@ class NoisyDictRolloutBuffer(_NoiseStorage, DictRolloutBuffer):
 
     Same arguments as ``DictRolloutBuffer``.
     """
-
-    def __init__(
-        self,
-        buffer_size: int,
-        observation_space: spaces.Dict,
-        action_space: spaces.Space,
-        device: th.device | str = "auto",
-        gae_lambda: float = 1,
-        gamma: float = 0.99,
-        n_envs: int = 1,
-    ):
-        self._init_noise_storage(action_space)
-        super().__init__(
-            buffer_size, observation_space, action_space, device, gae_lambda=gae_lambda, gamma=gamma, n_envs=n_envs
-        )
-
-    def reset(self) -> None:
-        super().reset()
-        self._reset_noise()
-
-    def add(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        self._store_noise()
-        super().add(*args, **kwargs)
-
-    def get(self, batch_size: int | None = None) -> Generator[NoisyDictRolloutBufferSamples, None, None]:  # type: ignore[override]
-        self._prepare_noise()
-        yield from super().get(batch_size)  # type: ignore[misc]
 
     def _get_samples(  # type: ignore[override]
         self, batch_inds: np.ndarray, env: VecNormalize | None = None

@@ -36,6 +36,7 @@ from sb3_natgrad.common.control_variate import (
     relax_surrogate,
 )
 from sb3_natgrad.common.distributions import policy_kl
+from sb3_natgrad.common.log_schedule import LogScheduleMixin
 from sb3_natgrad.common.relaxations import DiagGaussianReparameterization, DiscreteRelaxation
 from sb3_natgrad.common.save_util import check_saved_algorithm
 from sb3_natgrad.kfrelax.buffers import NOISY_BUFFERS, NoisyDictRolloutBuffer, NoisyRolloutBuffer
@@ -66,7 +67,7 @@ VARIANCE_GROUPS = 8
 MAX_KL_BACKTRACKS = 10
 
 
-class KFRELAX(OnPolicyAlgorithm):
+class KFRELAX(LogScheduleMixin, OnPolicyAlgorithm):
     """
     KFRELAX: RELAX (discrete actions) / LAX (Box actions) policy gradients whose control variate ``c_phi`` is trained by
     K-FAC on the estimator's variance (KF-RELAX / KF-LAX, Firouzi 2018, seed 000, Alg. 1-2), or by Adam
@@ -290,8 +291,6 @@ class KFRELAX(OnPolicyAlgorithm):
         self.skipped_updates = 0
         self.cv_skipped_updates = 0
         # learn()'s log interval, to compute log-only values only for updates whose logs are written
-        self._log_interval: int | None = None
-        self._iterations_in_learn = 0
 
         if _init_setup_model:
             self._setup_model()
@@ -654,18 +653,6 @@ class KFRELAX(OnPolicyAlgorithm):
 
     # -- learn / load --------------------------------------------------------------------------------------------
 
-    def _logs_written_after_this_update(self) -> bool:
-        """
-        Whether the values recorded by this update reach the log: ``learn`` dumps every ``log_interval`` iterations,
-        before that iteration's update, so the update of iteration ``i`` is logged when ``(i + 1) % log_interval == 0``
-        (or on the last iteration, for ``logger.name_to_value`` readers).
-        """
-        log_interval = self._log_interval
-        if log_interval is None or log_interval <= 0:
-            return True
-        last = self.num_timesteps >= self._total_timesteps
-        return last or (self._iterations_in_learn + 1) % log_interval == 0
-
     def learn(
         self: SelfKFRELAX,
         total_timesteps: int,
@@ -675,8 +662,7 @@ class KFRELAX(OnPolicyAlgorithm):
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfKFRELAX:
-        self._log_interval = log_interval
-        self._iterations_in_learn = 0
+        self._start_log_schedule(log_interval)
         return super().learn(
             total_timesteps=total_timesteps,
             callback=callback,
