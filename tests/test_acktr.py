@@ -12,6 +12,7 @@ import pytest
 import torch as th
 from gymnasium import spaces
 from kfac_reference import dense_kronecker_solve, homogeneous_grad
+from seeded_envs import seeded
 from stable_baselines3 import A2C
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
@@ -47,10 +48,14 @@ SMALL = dict(policy_kwargs=dict(net_arch=[16]), n_steps=8)
     ids=["Discrete", "MultiDiscrete", "MultiBinary", "Box"],
 )
 def test_identity_envs_reach_threshold(make_env):
-    env = DummyVecEnv([make_env] * 4)
+    # Box needs more steps: at 20k, 2 of 10 data seeds stopped near 63 (the mean still too steep around 0); at 40k,
+    # 12 of 12 reach 100. The discrete spaces reach 100 at 20k on 8 of 8 data seeds.
+    timesteps = 40_000 if isinstance(make_env().action_space, spaces.Box) else 20_000
+    make_train_env = seeded(make_env, seed=0)
+    env = DummyVecEnv([make_train_env] * 4)
     model = ACKTR("MlpPolicy", env, gamma=0.5, seed=0)
-    model.learn(20_000)
-    evaluate_policy(model, make_env(), n_eval_episodes=10, reward_threshold=90, warn=False)
+    model.learn(timesteps)
+    evaluate_policy(model, seeded(make_env, seed=100)(), n_eval_episodes=10, reward_threshold=90, warn=False)
 
 
 @pytest.mark.parametrize("share_features_extractor", [True, False])

@@ -286,6 +286,8 @@ def test_actor_and_critic_parameters_are_split_by_the_graph() -> None:
     ids=["Discrete", "MultiDiscrete", "MultiBinary", "Box"],
 )
 def test_identity_env_every_action_space(env: gym.Env, kwargs: dict[str, Any], timesteps: int) -> None:
+    env.action_space.seed(0)  # the identity envs draw their states from their action space
+    env.observation_space.seed(0)
     vec_env = DummyVecEnv([lambda: env])
     model = SMAC("MlpPolicy", vec_env, n_steps=200, gamma=0.4, seed=0, **kwargs)
     model.learn(timesteps)
