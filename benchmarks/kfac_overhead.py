@@ -8,6 +8,8 @@ costs one decomposition per ``Tf`` updates. All numbers come from the same proce
 
     python benchmarks/kfac_overhead.py                      # NatureCNN at batch 80 and 640, 64-64 MLP
     python benchmarks/kfac_overhead.py --nets mlp --batch-sizes 64 2048
+    python benchmarks/kfac_overhead.py --nets cnn --batch-sizes 640 --methods eigen --inverse-intervals 10 \
+        --stats-dtypes float32 bfloat16
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ def main() -> None:
     parser.add_argument("--inverse-intervals", nargs="+", type=int, default=[1, 10, 50])
     parser.add_argument("--stats-intervals", nargs="+", type=int, default=[1])
     parser.add_argument("--stats-batch-size", type=int, default=None)
+    parser.add_argument("--stats-dtypes", nargs="+", default=["float32"], help="dtypes of the factor products to compare")
+    parser.add_argument("--methods", nargs="+", default=["eigen", "cholesky"], choices=["eigen", "cholesky"])
     parser.add_argument("--updates", type=int, default=20)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
@@ -89,25 +93,28 @@ def main() -> None:
                 args.updates,
             )
             print(f"\n{net} batch {batch}: SGD {sgd * 1e3:.1f} ms, RMSprop {rms * 1e3:.1f} ms per update")
-            print(f"{'method':>9} {'Ts':>3} {'Tf':>4} {'ms/update':>10} {'/SGD':>6} {'/RMSprop':>9}")
-            for method in ("eigen", "cholesky"):
-                for stats_interval in args.stats_intervals:
-                    for interval in args.inverse_intervals:
+            print(f"{'method':>9} {'stats dtype':>11} {'Ts':>3} {'Tf':>4} {'ms/update':>10} {'/SGD':>6} {'/RMSprop':>9}")
+            for method in args.methods:
+                for dtype in args.stats_dtypes:
+                    for stats_interval in args.stats_intervals:
+                        for interval in args.inverse_intervals:
 
-                        def make(p, method=method, interval=interval, stats_interval=stats_interval):
-                            return KFAC(
-                                p,
-                                lr=0.25,
-                                inverse_method=method,
-                                inverse_interval=interval,
-                                stats_interval=stats_interval,
-                                stats_batch_size=args.stats_batch_size,
+                            def make(p, method=method, interval=interval, stats_interval=stats_interval, dtype=dtype):
+                                return KFAC(
+                                    p,
+                                    lr=0.25,
+                                    inverse_method=method,
+                                    inverse_interval=interval,
+                                    stats_interval=stats_interval,
+                                    stats_batch_size=args.stats_batch_size,
+                                    stats_dtype=dtype,
+                                )
+
+                            t = time_updates(net, batch, make, True, args.updates)
+                            print(
+                                f"{method:>9} {dtype:>11} {stats_interval:>3} {interval:>4} {t * 1e3:>10.1f} {t / sgd:>6.2f}"
+                                f" {t / rms:>9.2f}"
                             )
-
-                        t = time_updates(net, batch, make, True, args.updates)
-                        print(
-                            f"{method:>9} {stats_interval:>3} {interval:>4} {t * 1e3:>10.1f} {t / sgd:>6.2f} {t / rms:>9.2f}"
-                        )
 
 
 if __name__ == "__main__":

@@ -431,6 +431,7 @@ def test_recurrent_policies_are_rejected():
         (dict(warmup_steps=-1), "warmup_steps"),
         (dict(weight_decay=-1.0), "weight_decay"),
         (dict(stats_batch_size=0), "stats_batch_size"),
+        (dict(stats_dtype="float16"), "stats_dtype"),
     ],
 )
 def test_bad_hyperparameters_raise_value_error_naming_them(kwargs, name):

@@ -179,6 +179,30 @@ def test_stats_batch_size_uses_strided_subset():
     torch.testing.assert_close(g, g_ref)
 
 
+@pytest.mark.parametrize("stats_dtype", ["bfloat16", torch.bfloat16, "torch.bfloat16"])
+def test_bfloat16_statistics_round_only_the_products(stats_dtype):
+    def factors(dtype: str | torch.dtype | None) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 7 * 7, 5))
+        opt = KFAC(model, kl_clip=None, stats_dtype=dtype)
+        out = model(torch.randn(64, 3, 16, 16))
+        dist = torch.distributions.Categorical(logits=out)
+        opt.record_fisher(dist.log_prob(dist.sample()).mean())
+        opt.zero_grad()
+        out.logsumexp(-1).mean().backward()
+        opt.step()
+        return [opt.state[layer.weight][key] for layer in opt.layers for key in ("A", "G")]
+
+    exact, rounded = factors(None), factors(stats_dtype)
+    for a, b in zip(exact, rounded):
+        assert b.dtype == torch.float32  # the running factors keep the parameters' dtype
+        error = ((a - b).norm() / a.norm()).item()
+        # bfloat16 keeps 8 significant bits: the products differ (the option is in effect), by about 1e-3
+        assert 0 < error < 1e-2
+    # the homogeneous bias entry (the mean of 1 * 1) stays exact: the row count is not rounded
+    assert rounded[0][-1, -1].item() == 1.0 and rounded[2][-1, -1].item() == 1.0
+
+
 def test_ema_of_factors():
     model = tiny_mlp()
     opt = KFAC(model, kl_clip=None, stat_decay=0.5, inverse_interval=1)
@@ -695,6 +719,9 @@ def test_step_without_statistics_after_warmup_raises():
         (dict(inverse_method="cholesky", damping_type="kronecker"), "damping_type"),
         (dict(inverse_method="cholesky", damping=0.0), "damping"),
         (dict(stats_batch_size=0), "stats_batch_size"),
+        (dict(stats_dtype="float16"), "stats_dtype"),
+        (dict(stats_dtype=torch.int32), "stats_dtype"),
+        (dict(stats_dtype="half-precision"), "stats_dtype"),
         (dict(skip_modules=["nope"]), "skip_modules"),
     ],
 )

@@ -30,7 +30,7 @@ from sb3_natgrad.common.log_schedule import LogScheduleMixin
 from sb3_natgrad.common.save_util import check_saved_algorithm
 from sb3_natgrad.common.schedules import LinearDecay
 from sb3_natgrad.optim import KFAC
-from sb3_natgrad.optim.kfac import DAMPING_TYPES, INVERSE_METHODS
+from sb3_natgrad.optim.kfac import DAMPING_TYPES, INVERSE_METHODS, STATS_DTYPES, resolve_stats_dtype
 
 SelfACKTR = TypeVar("SelfACKTR", bound="ACKTR")
 
@@ -97,6 +97,8 @@ class ACKTR(LogScheduleMixin, OnPolicyAlgorithm):
     :param warmup_steps: number of first-order warm-up updates
     :param weight_decay: L2 coefficient (also added to the damping)
     :param stats_batch_size: use at most this many samples of each batch for the factor statistics (``None``: all)
+    :param stats_dtype: dtype of the per-batch factor products (``"bfloat16"``: several times faster on hardware
+        with native bfloat16 matrix products, e.g. CPUs with AVX512-BF16 or AMX and Ampere GPUs; ``None``: float32)
     :param async_inverse: recompute decompositions in a background thread (seed 001 §3.1); results then depend on
         thread timing
     :param adaptive_gauss_newton: use the running Bellman-error variance as the critic's output variance in the
@@ -145,6 +147,7 @@ class ACKTR(LogScheduleMixin, OnPolicyAlgorithm):
         warmup_steps: int = 10,
         weight_decay: float = 0.0,
         stats_batch_size: int | None = None,
+        stats_dtype: str | th.dtype | None = None,
         async_inverse: bool = False,
         adaptive_gauss_newton: bool = False,
         normalize_advantage: bool = False,
@@ -184,6 +187,11 @@ class ACKTR(LogScheduleMixin, OnPolicyAlgorithm):
         check_int(name, "warmup_steps", warmup_steps, low=0)
         check_number(name, "weight_decay", weight_decay, low=0.0)
         check_int(name, "stats_batch_size", stats_batch_size, low=1, allow_none=True)
+        try:
+            resolve_stats_dtype(stats_dtype)
+        except ValueError:
+            expected = f"None or one of {tuple(STATS_DTYPES)}"
+            raise ValueError(f"{name}: invalid stats_dtype={stats_dtype!r}, expected {expected}") from None
         if env is not None and hasattr(env, "observation_space") and hasattr(env, "action_space"):
             check_spaces(name, env.observation_space, env.action_space)
 
@@ -225,6 +233,7 @@ class ACKTR(LogScheduleMixin, OnPolicyAlgorithm):
         self.warmup_steps = warmup_steps
         self.weight_decay = weight_decay
         self.stats_batch_size = stats_batch_size
+        self.stats_dtype = stats_dtype
         self.async_inverse = async_inverse
         self.adaptive_gauss_newton = adaptive_gauss_newton
         self.normalize_advantage = normalize_advantage
@@ -256,6 +265,7 @@ class ACKTR(LogScheduleMixin, OnPolicyAlgorithm):
             warmup_steps=self.warmup_steps,
             warmup_max_grad_norm=self.max_grad_norm,
             stats_batch_size=self.stats_batch_size,
+            stats_dtype=self.stats_dtype,
             async_inverse=self.async_inverse,
         )
 

@@ -128,6 +128,13 @@ class KFAC(Optimizer):
     :param warmup_max_grad_norm: global gradient-norm clip during warm-up (``None``: no clipping)
     :param stats_batch_size: if set, use at most this many samples of each recorded batch (an evenly
         strided subset) for the statistics; an unbiased estimate of the same expectations
+    :param stats_dtype: dtype in which the per-batch products ``a^T a`` and ``g^T g`` are computed
+        (``torch.bfloat16`` or ``"bfloat16"``, ``float32``, ``float64``; ``None``: the parameters' dtype).
+        The sums are converted back; the running factors, inverses and updates keep the parameters' dtype.
+        ``bfloat16`` rounds the inputs to 8 significant bits (relative error of the products about 1e-3, far
+        below the sampling noise of one batch) and is several times faster where the hardware multiplies
+        bfloat16 natively (CPUs with AVX512-BF16 or AMX, NVIDIA GPUs from Ampere on); elsewhere it can be
+        slower
     :param async_inverse: recompute inverses in a background thread (the paper's asynchronous
         computation, seed 001 §3.1). Steps then use the newest finished inverse, so results depend on
         timing; the first inverse is always computed synchronously
@@ -151,6 +158,7 @@ class KFAC(Optimizer):
         warmup_steps: int = 0,
         warmup_max_grad_norm: float | None = None,
         stats_batch_size: int | None = None,
+        stats_dtype: torch.dtype | str | None = None,
         async_inverse: bool = False,
         skip_modules: tuple[str, ...] | list[str] = (),
     ) -> None:
@@ -185,6 +193,7 @@ class KFAC(Optimizer):
         self.warmup_steps = warmup_steps
         self.warmup_max_grad_norm = warmup_max_grad_norm
         self.stats_batch_size = stats_batch_size
+        self.stats_dtype = resolve_stats_dtype(stats_dtype)
         self.async_inverse = async_inverse
 
         unknown = set(skip_modules) - {name for name, _ in model.named_modules()}
@@ -278,10 +287,13 @@ class KFAC(Optimizer):
             stride = math.ceil(n_samples / self.stats_batch_size)
             x, grad_output = x[::stride], grad_output[::stride]
         used_samples = x.shape[0] if x.dim() > 1 else 1
+        factor_dtype = layer.weight.dtype
+        if self.stats_dtype is not None:
+            # cast before building the (much larger) patch matrix of a convolution
+            x, grad_output = x.to(self.stats_dtype), grad_output.to(self.stats_dtype)
         rows_a = kronecker.layer_input_rows(layer.module, x)
-        a_sum = kronecker.homogeneous_second_moment(rows_a, layer.bias is not None)
-        rows_g = kronecker.layer_output_grad_rows(layer.module, grad_output)
-        g_sum = rows_g.t() @ rows_g
+        a_sum = kronecker.homogeneous_second_moment(rows_a, layer.bias is not None, out_dtype=factor_dtype)
+        g_sum = kronecker.output_grad_second_moment(layer.module, grad_output).to(factor_dtype)
         layer.a_sum = a_sum if layer.a_sum is None else layer.a_sum + a_sum
         layer.g_sum = g_sum if layer.g_sum is None else layer.g_sum + g_sum
         layer.a_rows += rows_a.shape[0]
@@ -700,7 +712,7 @@ def _all_finite(tensors: list[torch.Tensor]) -> bool:
     """One check (and one device synchronisation) for a list of tensors."""
     if not tensors:
         return True
-    return bool(torch.isfinite(torch.cat([t.reshape(-1) for t in tensors])).all())
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
 
 
 def _bad(name: str, value: Any, expected: str) -> ValueError:
@@ -751,6 +763,28 @@ def _validate_arguments(
     if stats_batch_size is not None and not _is_int(stats_batch_size, 1):
         raise _bad("stats_batch_size", stats_batch_size, "an integer >= 1 or None")
     return _resolve_damping_type(inverse_method, damping_type, damping)
+
+
+# float16 is left out on purpose: its sums of squares over a convolution's patches overflow (max 65504).
+STATS_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_stats_dtype(stats_dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """
+    The dtype named by ``stats_dtype`` (a ``torch.dtype`` or its name, with or without ``"torch."``).
+
+    :param stats_dtype: ``None``, or one of the dtypes of ``STATS_DTYPES`` or its name
+    :return: the dtype, or ``None``
+    """
+    if stats_dtype is None:
+        return None
+    if isinstance(stats_dtype, str):
+        name = stats_dtype.removeprefix("torch.")
+        if name in STATS_DTYPES:
+            return STATS_DTYPES[name]
+    elif isinstance(stats_dtype, torch.dtype) and stats_dtype in STATS_DTYPES.values():
+        return stats_dtype
+    raise _bad("stats_dtype", stats_dtype, f"None or one of {tuple(STATS_DTYPES)} (as torch.dtype or name)")
 
 
 def _resolve_damping_type(inverse_method: str, damping_type: str | None, damping: float) -> str:

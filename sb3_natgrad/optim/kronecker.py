@@ -87,41 +87,54 @@ def layer_input_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1, x.shape[-1])
 
 
-def layer_output_grad_rows(module: nn.Module, grad_output: torch.Tensor) -> torch.Tensor:
+def output_grad_second_moment(module: nn.Module, grad_output: torch.Tensor) -> torch.Tensor:
     """
-    The gradients with respect to a layer's output, one row per (sample, position).
+    ``sum_r g_r g_r^T`` over the rows ``g_r`` (one per sample and output position) of a layer's output gradient.
+
+    For a convolution the sum runs over the ``[C, H*W]`` slice of each sample (a batched product), which
+    avoids the channels-last copy of the whole gradient that a single ``[B*H*W, C]`` matrix would need.
 
     :param module: an ``nn.Linear`` or ``nn.Conv2d``
     :param grad_output: gradient with respect to the layer output (same shape as the output)
-    :return: a 2D tensor ``[rows, out_features]``
+    :return: ``[out_features, out_features]``
     """
     if isinstance(module, nn.Conv2d):
-        return grad_output.permute(0, 2, 3, 1).reshape(-1, grad_output.shape[1])
-    return grad_output.reshape(-1, grad_output.shape[-1])
+        per_sample = grad_output.flatten(2)  # [B, C, H*W]
+        return torch.bmm(per_sample, per_sample.transpose(1, 2)).sum(dim=0)
+    rows = grad_output.reshape(-1, grad_output.shape[-1])
+    return rows.t() @ rows
 
 
-def homogeneous_second_moment(rows: torch.Tensor, with_bias: bool) -> torch.Tensor:
+def homogeneous_second_moment(rows: torch.Tensor, with_bias: bool, out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """
     ``sum_r a~_r a~_r^T`` for ``a~ = [a, 1]`` (or ``a`` without bias), without materialising ``[a, 1]``.
 
+    The Gram matrix and the column sums are computed in ``rows.dtype`` (accumulating in float32 for
+    ``bfloat16``) and returned in ``out_dtype``; the row count is exact.
+
     :param rows: input rows ``[n, d]``
     :param with_bias: append the homogeneous coordinate
+    :param out_dtype: dtype of the result (default: ``rows.dtype``)
     :return: ``[d + 1, d + 1]`` (or ``[d, d]``) sum of outer products
     """
+    out_dtype = rows.dtype if out_dtype is None else out_dtype
     if not with_bias:
-        return rows.t() @ rows
-    if rows.numel() <= 65536:
-        # small: one matmul on [a, 1] is cheaper than assembling the blocks
-        rows = torch.cat([rows, rows.new_ones((rows.shape[0], 1))], dim=1)
-        return rows.t() @ rows
+        return (rows.t() @ rows).to(out_dtype)
+    n, d = rows.shape
+    if n <= d or rows.numel() <= 65536:
+        # few rows (a Linear layer's batch): one matmul on [a, 1]; copying n x (d + 1) inputs is cheaper than
+        # copying the d x d Gram matrix into the blocks below
+        rows = torch.cat([rows, rows.new_ones((n, 1))], dim=1)
+        out = (rows.t() @ rows).to(out_dtype)
+        out[d, d] = n  # exact even when the product was rounded (bfloat16)
+        return out
     gram = rows.t() @ rows
-    d = rows.shape[1]
-    out = rows.new_empty((d + 1, d + 1))
+    out = torch.empty((d + 1, d + 1), dtype=out_dtype, device=rows.device)
     out[:d, :d] = gram
-    col_sum = rows.sum(dim=0)
+    col_sum = rows.sum(dim=0)  # in rows.dtype: a dtype= argument would copy all of rows first
     out[:d, d] = col_sum
     out[d, :d] = col_sum
-    out[d, d] = rows.shape[0]
+    out[d, d] = n
     return out
 
 
