@@ -439,6 +439,18 @@ def test_bad_hyperparameters_raise_value_error_naming_them(kwargs, name):
         ACKTR("MlpPolicy", "CartPole-v1", **kwargs)
 
 
+@pytest.mark.parametrize("stats_dtype", ["bfloat16", th.bfloat16])
+def test_stats_dtype_reaches_kfac_and_survives_save_load(tmp_path, stats_dtype):
+    model = ACKTR("MlpPolicy", "CartPole-v1", n_steps=8, warmup_steps=1, stats_dtype=stats_dtype, seed=0)
+    assert model.kfac.stats_dtype == th.bfloat16
+    model.learn(160)
+    assert model.kfac.state[model.kfac.layers[0].weight]["A"].dtype == th.float32
+    model.save(tmp_path / "model")
+    loaded = ACKTR.load(tmp_path / "model", env=model.get_env())
+    assert loaded.kfac.stats_dtype == th.bfloat16
+    loaded.learn(80)
+
+
 # ---------------------------------------------------------------------------------------------- learning
 
 
