@@ -22,7 +22,7 @@ from kfac_reference import (
 )
 from torch import nn
 
-from sb3_natgrad.optim import KFAC
+from sb3_natgrad.optim import KFAC, kronecker
 
 
 def tiny_mlp(seed: int = 0) -> nn.Module:
@@ -327,6 +327,16 @@ def conv_configs(draw):
         bias=bias,
         batch=batch,
     )
+
+
+@pytest.mark.parametrize("channels, height, width", [(3, 5, 4), (16, 2, 3)])  # C <= H*W (batched) and C > H*W
+def test_conv_output_grad_moment_is_the_sum_over_samples_and_positions(channels, height, width):
+    conv = nn.Conv2d(2, channels, 3)
+    grad = torch.randn(4, channels, height, width, dtype=torch.float64)
+    expected = sum(
+        torch.outer(grad[i, :, h, w], grad[i, :, h, w]) for i in range(4) for h in range(height) for w in range(width)
+    )
+    torch.testing.assert_close(kronecker.output_grad_second_moment(conv, grad), expected)
 
 
 @settings(max_examples=25, deadline=None)

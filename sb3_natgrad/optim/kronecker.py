@@ -91,8 +91,9 @@ def output_grad_second_moment(module: nn.Module, grad_output: torch.Tensor) -> t
     """
     ``sum_r g_r g_r^T`` over the rows ``g_r`` (one per sample and output position) of a layer's output gradient.
 
-    For a convolution the sum runs over the ``[C, H*W]`` slice of each sample (a batched product), which
-    avoids the channels-last copy of the whole gradient that a single ``[B*H*W, C]`` matrix would need.
+    For a convolution with at most as many channels as positions, the sum runs over the ``[C, H*W]`` slice
+    of each sample (a batched product with a ``[B, C, C]`` intermediate), which avoids the channels-last copy
+    of the whole gradient that a single ``[B*H*W, C]`` matrix needs; otherwise that copy is the smaller one.
 
     :param module: an ``nn.Linear`` or ``nn.Conv2d``
     :param grad_output: gradient with respect to the layer output (same shape as the output)
@@ -100,7 +101,10 @@ def output_grad_second_moment(module: nn.Module, grad_output: torch.Tensor) -> t
     """
     if isinstance(module, nn.Conv2d):
         per_sample = grad_output.flatten(2)  # [B, C, H*W]
-        return torch.bmm(per_sample, per_sample.transpose(1, 2)).sum(dim=0)
+        if per_sample.shape[1] <= per_sample.shape[2]:
+            return torch.bmm(per_sample, per_sample.transpose(1, 2)).sum(dim=0)
+        rows = per_sample.transpose(1, 2).reshape(-1, per_sample.shape[1])
+        return rows.t() @ rows
     rows = grad_output.reshape(-1, grad_output.shape[-1])
     return rows.t() @ rows
 
