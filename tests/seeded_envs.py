@@ -6,6 +6,7 @@ SB3's identity envs draw their states from ``action_space.sample()``, and neithe
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import gymnasium as gym
@@ -18,7 +19,7 @@ def seeded(make_env: Callable[[], gym.Env], seed: int) -> Callable[[], gym.Env]:
     :param seed: seed of the first environment built; each further one gets the next integer
     :return: factory returning seeded environments
     """
-    counter = iter(range(seed, seed + 1_000_000))
+    counter = itertools.count(seed)
 
     def factory() -> gym.Env:
         env = make_env()
