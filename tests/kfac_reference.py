@@ -39,11 +39,13 @@ def conv_patches_unfold(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 
 
 def dense_factors(
-    model: nn.Module, layer: nn.Module, x: torch.Tensor, per_sample_logp: callable
+    model: nn.Module, layer: nn.Module, x: torch.Tensor, per_sample_logp: callable, conv_factors: str = "expand"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """
-    A = mean over (sample, position) of [a, 1][a, 1]^T and G = mean over samples of sum over positions of
+    Expand: A = mean over (sample, position) of [a, 1][a, 1]^T and G = mean over samples of sum over positions of
     gamma gamma^T, with gamma the derivative of that sample's log-likelihood w.r.t. the layer output.
+    Reduce (convolutions): A = mean over samples of abar abar^T with abar the sample's mean [a, 1] over positions,
+    G = mean over samples of gsum gsum^T with gsum the sample's gamma summed over positions.
     """
     out, io = capture_layer_io(model, [layer], x)
     layer_in, layer_out = io[layer]
@@ -58,6 +60,9 @@ def dense_factors(
             rows = layer_in[i].reshape(-1, layer_in.shape[-1])
         if has_bias:
             rows = torch.cat([rows, torch.ones(rows.shape[0], 1, dtype=rows.dtype)], dim=1)
+        reduce = conv_factors == "reduce" and isinstance(layer, nn.Conv2d)
+        if reduce:
+            rows = rows.mean(dim=0, keepdim=True)
         a_sum = a_sum + rows.t() @ rows
         a_rows += rows.shape[0]
         (grad_out,) = torch.autograd.grad(logp[i], layer_out, retain_graph=True)
@@ -66,6 +71,8 @@ def dense_factors(
             gamma = gamma.reshape(gamma.shape[0], -1).t()  # [T, out]
         else:
             gamma = gamma.reshape(-1, gamma.shape[-1])
+        if reduce:
+            gamma = gamma.sum(dim=0, keepdim=True)
         g_sum = g_sum + gamma.t() @ gamma
     return a_sum / a_rows, g_sum / n
 

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
+from sb3_natgrad.common.minatar import is_minatar_id, register_minatar_envs
 from sb3_natgrad.zoo import ZOO_ALGORITHMS, hyperparams_dir, load_algorithm
 from sb3_natgrad.zoo.config import HyperparamsError, check_entry
 
@@ -133,6 +134,9 @@ def _skip_without_dependencies(env_id: str) -> None:
     if env_id == ATARI_ENV:
         ale_py = pytest.importorskip("ale_py", reason="Atari needs ale-py")
         gym.register_envs(ale_py)
+    if is_minatar_id(env_id):
+        pytest.importorskip("minatar", reason="MinAtar envs need minatar")
+        register_minatar_envs()
     entry_point = str(gym.spec(env_id).entry_point)
     if "mujoco" in entry_point:
         pytest.importorskip("mujoco", reason="MuJoCo envs need mujoco")

@@ -27,10 +27,12 @@ from sb3_natgrad.common.checks import (
 )
 from sb3_natgrad.common.distributions import distribution_and_values, policy_kl, sampled_log_prob
 from sb3_natgrad.common.log_schedule import LogScheduleMixin
+from sb3_natgrad.common.minatar import MinAtarPolicy
 from sb3_natgrad.common.save_util import check_saved_algorithm
 from sb3_natgrad.common.schedules import LinearDecay
 from sb3_natgrad.optim import KFAC
-from sb3_natgrad.optim.kfac import DAMPING_TYPES, INVERSE_METHODS, STATS_DTYPES, resolve_stats_dtype
+from sb3_natgrad.optim.kfac import DAMPING_TYPES, INVERSE_METHODS, STATS_DTYPES, resolve_conv_factors, resolve_stats_dtype
+from sb3_natgrad.optim.kronecker import CONV_FACTORS
 
 SelfACKTR = TypeVar("SelfACKTR", bound="ACKTR")
 
@@ -99,6 +101,11 @@ class ACKTR(LogScheduleMixin, OnPolicyAlgorithm):
     :param stats_batch_size: use at most this many samples of each batch for the factor statistics (``None``: all)
     :param stats_dtype: dtype of the per-batch factor products (``"bfloat16"``: several times faster on hardware
         with native bfloat16 matrix products, e.g. CPUs with AVX512-BF16 or AMX and Ampere GPUs; ``None``: float32)
+    :param conv_factors: Kronecker factors of the convolutions (``CnnPolicy``): ``"expand"`` (KFC, the paper's;
+        every output position is a row) or ``"reduce"`` (Eschenhagen et al. 2023: per sample, the mean input patch
+        and the summed output gradient, ``Oh * Ow`` times fewer rows; exact for the reduce setting of a policy
+        network, see :mod:`sb3_natgrad.optim.kronecker`), or a mapping from layer names to these. No effect
+        without convolutions
     :param async_inverse: recompute decompositions in a background thread (seed 001 §3.1); results then depend on
         thread timing
     :param adaptive_gauss_newton: use the running Bellman-error variance as the critic's output variance in the
@@ -121,6 +128,7 @@ class ACKTR(LogScheduleMixin, OnPolicyAlgorithm):
         "MlpPolicy": ActorCriticPolicy,
         "CnnPolicy": ActorCriticCnnPolicy,
         "MultiInputPolicy": MultiInputActorCriticPolicy,
+        "MinAtarPolicy": MinAtarPolicy,
     }
     policy: ActorCriticPolicy
 
@@ -148,6 +156,7 @@ class ACKTR(LogScheduleMixin, OnPolicyAlgorithm):
         weight_decay: float = 0.0,
         stats_batch_size: int | None = None,
         stats_dtype: str | th.dtype | None = None,
+        conv_factors: str | dict[str, str] = "expand",
         async_inverse: bool = False,
         adaptive_gauss_newton: bool = False,
         normalize_advantage: bool = False,
@@ -192,6 +201,11 @@ class ACKTR(LogScheduleMixin, OnPolicyAlgorithm):
         except ValueError:
             expected = f"None or one of {tuple(STATS_DTYPES)}"
             raise ValueError(f"{name}: invalid stats_dtype={stats_dtype!r}, expected {expected}") from None
+        try:
+            resolve_conv_factors(conv_factors)
+        except ValueError:
+            expected = f"one of {CONV_FACTORS} or a mapping from convolution names to one of them"
+            raise ValueError(f"{name}: invalid conv_factors={conv_factors!r}, expected {expected}") from None
         if env is not None and hasattr(env, "observation_space") and hasattr(env, "action_space"):
             check_spaces(name, env.observation_space, env.action_space)
 
@@ -234,6 +248,7 @@ class ACKTR(LogScheduleMixin, OnPolicyAlgorithm):
         self.weight_decay = weight_decay
         self.stats_batch_size = stats_batch_size
         self.stats_dtype = stats_dtype
+        self.conv_factors = conv_factors
         self.async_inverse = async_inverse
         self.adaptive_gauss_newton = adaptive_gauss_newton
         self.normalize_advantage = normalize_advantage
@@ -266,6 +281,7 @@ class ACKTR(LogScheduleMixin, OnPolicyAlgorithm):
             warmup_max_grad_norm=self.max_grad_norm,
             stats_batch_size=self.stats_batch_size,
             stats_dtype=self.stats_dtype,
+            conv_factors=self.conv_factors,
             async_inverse=self.async_inverse,
         )
 

@@ -42,6 +42,7 @@ from sb3_natgrad.common.save_util import check_saved_algorithm
 from sb3_natgrad.kfrelax.buffers import NOISY_BUFFERS, NoisyDictRolloutBuffer, NoisyRolloutBuffer
 from sb3_natgrad.kfrelax.policies import (
     KFRELAXCnnPolicy,
+    KFRELAXMinAtarPolicy,
     KFRELAXMultiInputPolicy,
     KFRELAXPolicy,
     RelaxForward,
@@ -180,6 +181,7 @@ class KFRELAX(LogScheduleMixin, OnPolicyAlgorithm):
         "MlpPolicy": KFRELAXPolicy,
         "CnnPolicy": KFRELAXCnnPolicy,
         "MultiInputPolicy": KFRELAXMultiInputPolicy,
+        "MinAtarPolicy": KFRELAXMinAtarPolicy,
     }
     policy: KFRELAXPolicy
     rollout_buffer: NoisyRolloutBuffer | NoisyDictRolloutBuffer  # type: ignore[assignment]

@@ -22,6 +22,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
 from sb3_natgrad.common.control_variate import ControlVariate
+from sb3_natgrad.common.minatar import MinAtarCnn
 from sb3_natgrad.common.relaxations import (
     DiagGaussianReparameterization,
     DiscreteRelaxation,
@@ -365,6 +366,40 @@ class KFRELAXMultiInputPolicy(KFRELAXPolicy):
         )
 
 
+class KFRELAXMinAtarPolicy(KFRELAXPolicy):
+    """
+    :class:`KFRELAXPolicy` with the MinAtar paper's network (:class:`~sb3_natgrad.common.minatar.MinAtarCnn`, no
+    further hidden layer unless ``net_arch`` is given); ``c_phi`` reads the actor's DETACHED features, as for
+    images (``cv_input="features"``).
+
+    :param observation_space: MinAtar's observation space
+    :param action_space: action space
+    :param lr_schedule: learning-rate schedule
+    :param kwargs: see :class:`KFRELAXPolicy`
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        features_extractor_class: type[BaseFeaturesExtractor] = MinAtarCnn,
+        cv_input: str = "features",
+        **kwargs: Any,
+    ):
+        super().__init__(
+            observation_space,
+            action_space,
+            lr_schedule,
+            net_arch=[] if net_arch is None else net_arch,
+            features_extractor_class=features_extractor_class,
+            cv_input=cv_input,
+            **kwargs,
+        )
+
+
 MlpPolicy = KFRELAXPolicy
 CnnPolicy = KFRELAXCnnPolicy
 MultiInputPolicy = KFRELAXMultiInputPolicy
+MinAtarPolicy = KFRELAXMinAtarPolicy

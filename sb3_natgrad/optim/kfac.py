@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -44,6 +44,7 @@ class _Layer:
     module: nn.Module
     weight: nn.Parameter
     bias: nn.Parameter | None
+    conv_factors: str = "expand"
     records: list[_Record] = field(default_factory=list)
     record_step: int = -1
     a_sum: torch.Tensor | None = None
@@ -140,6 +141,12 @@ class KFAC(Optimizer):
         timing; the first inverse is always computed synchronously
     :param skip_modules: names (as in ``model.named_modules()``) of Linear/Conv2d layers to leave to the
         first-order step
+    :param conv_factors: how convolutions share their weight across output positions in the factors:
+        ``"expand"`` (KFC, Grosse & Martens 2016; positions act as samples) or ``"reduce"`` (Eschenhagen et al.
+        2023: per sample, the mean input patch and the summed output gradient; ``N`` rows instead of ``N * Oh * Ow``,
+        exact where the positions are pooled before the loss). Definitions in :mod:`sb3_natgrad.optim.kronecker`.
+        A mapping ``{conv layer name: mode}`` sets single layers (the others use ``"expand"``). Linear layers are
+        not affected, so the option does nothing on a model without convolutions
     """
 
     def __init__(
@@ -161,6 +168,7 @@ class KFAC(Optimizer):
         stats_dtype: torch.dtype | str | None = None,
         async_inverse: bool = False,
         skip_modules: tuple[str, ...] | list[str] = (),
+        conv_factors: str | Mapping[str, str] = "expand",
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"KFAC needs the nn.Module to optimise (it hooks its layers), got {type(model).__name__}")
@@ -199,6 +207,7 @@ class KFAC(Optimizer):
         unknown = set(skip_modules) - {name for name, _ in model.named_modules()}
         if unknown:
             raise ValueError(f"skip_modules names not found in the model: {sorted(unknown)}")
+        default_conv_mode, conv_modes = resolve_conv_factors(conv_factors)
         self.layers: list[_Layer] = []
         self._hook_handles: list[torch.utils.hooks.RemovableHandle] = []
         for name, module in model.named_modules():
@@ -209,12 +218,21 @@ class KFAC(Optimizer):
                 continue
             bias = module.bias if module.bias is not None and module.bias.requires_grad else None
             layer = _Layer(name=name, module=module, weight=weight, bias=bias)
+            if isinstance(module, nn.Conv2d):
+                layer.conv_factors = conv_modes.get(name, default_conv_mode)
             self.layers.append(layer)
             self._hook_handles.append(module.register_forward_hook(partial(self._forward_hook, layer)))
         if not self.layers:
             raise ValueError(
                 f"model {type(model).__name__} has no layer K-FAC can cover (nn.Linear, or nn.Conv2d with groups=1 "
                 "and zero padding); use a first-order optimizer instead"
+            )
+        covered_convs = {layer.name for layer in self.layers if isinstance(layer.module, nn.Conv2d)}
+        not_convs = sorted(set(conv_modes) - covered_convs)
+        if not_convs:
+            raise ValueError(
+                f"KFAC argument conv_factors names layers that are not convolutions K-FAC covers: {not_convs} "
+                f"(covered nn.Conv2d layers: {sorted(covered_convs)}; Linear layers have no conv_factors)"
             )
         covered = {id(p) for layer in self.layers for p in (layer.weight, layer.bias) if p is not None}
         self.uncovered_params = [p for p in params if id(p) not in covered]
@@ -291,9 +309,9 @@ class KFAC(Optimizer):
         if self.stats_dtype is not None:
             # cast before building the (much larger) patch matrix of a convolution
             x, grad_output = x.to(self.stats_dtype), grad_output.to(self.stats_dtype)
-        rows_a = kronecker.layer_input_rows(layer.module, x)
+        rows_a = kronecker.layer_input_rows(layer.module, x, layer.conv_factors)
         a_sum = kronecker.homogeneous_second_moment(rows_a, layer.bias is not None, out_dtype=factor_dtype)
-        g_sum = kronecker.output_grad_second_moment(layer.module, grad_output).to(factor_dtype)
+        g_sum = kronecker.output_grad_second_moment(layer.module, grad_output, layer.conv_factors).to(factor_dtype)
         layer.a_sum = a_sum if layer.a_sum is None else layer.a_sum + a_sum
         layer.g_sum = g_sum if layer.g_sum is None else layer.g_sum + g_sum
         layer.a_rows += rows_a.shape[0]
@@ -661,8 +679,13 @@ class KFAC(Optimizer):
         """The optimizer state, plus K-FAC's step counter and fault counters under the key ``"kfac"``."""
         self._collect_async_inverses(wait=True)
         state = super().state_dict()
-        state["kfac"] = {"step": self._step, "counters": dict(self.counters)}
+        state["kfac"] = {"step": self._step, "counters": dict(self.counters), "conv_factors": self.conv_factors}
         return state
+
+    @property
+    def conv_factors(self) -> dict[str, str]:
+        """The factor form (``"expand"`` or ``"reduce"``) of each covered convolution, by layer name."""
+        return {layer.name: layer.conv_factors for layer in self.layers if isinstance(layer.module, nn.Conv2d)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """
@@ -675,11 +698,34 @@ class KFAC(Optimizer):
         if self._inverse_future is not None:
             self._inverse_future.result()
             self._inverse_future = None
+        # Files written before conv_factors existed hold expand factors.
+        saved = dict(extra.get("conv_factors", {})) if extra is not None else {}
+        mismatch = {
+            name: (saved.get(name, "expand"), mode)
+            for name, mode in self.conv_factors.items()
+            if saved.get(name, "expand") != mode and "A" in state_dict.get("state", {}).get(self._param_index(name), {})
+        }
+        if mismatch:
+            raise ValueError(
+                "KFAC.load_state_dict: the saved factors of these convolutions use another conv_factors form "
+                f"(layer: (saved, this optimizer)): {mismatch}; build the optimizer with conv_factors={saved or 'expand'}"
+            )
         super().load_state_dict(state_dict)
         if extra is not None:
             self._step = int(extra["step"])
             self.counters.update({k: int(v) for k, v in extra["counters"].items()})
         self._clear_step_buffers()
+
+    def _param_index(self, layer_name: str) -> int:
+        """Index of a layer's weight in the flat parameter numbering of :meth:`state_dict`."""
+        weight = next(layer.weight for layer in self.layers if layer.name == layer_name)
+        index = 0
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p is weight:
+                    return index
+                index += 1
+        raise KeyError(layer_name)
 
     def __getstate__(self) -> dict[str, Any]:
         # Keep the K-FAC attributes (torch.optim.Optimizer only keeps defaults/state/param_groups), so that a
@@ -763,6 +809,27 @@ def _validate_arguments(
     if stats_batch_size is not None and not _is_int(stats_batch_size, 1):
         raise _bad("stats_batch_size", stats_batch_size, "an integer >= 1 or None")
     return _resolve_damping_type(inverse_method, damping_type, damping)
+
+
+def resolve_conv_factors(conv_factors: str | Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """
+    The default convolution factor form and the per-layer forms given by ``conv_factors``.
+
+    :param conv_factors: ``"expand"``, ``"reduce"``, or a mapping from layer names to one of them
+    :return: (form of the layers not named, ``{layer name: form}``)
+    :raises ValueError: naming the bad value
+    """
+    expected = f"one of {kronecker.CONV_FACTORS} or a mapping from convolution names to one of them"
+    if isinstance(conv_factors, str):
+        if conv_factors not in kronecker.CONV_FACTORS:
+            raise _bad("conv_factors", conv_factors, expected)
+        return conv_factors, {}
+    if not isinstance(conv_factors, Mapping):
+        raise _bad("conv_factors", conv_factors, expected)
+    for name, mode in conv_factors.items():
+        if not isinstance(name, str) or mode not in kronecker.CONV_FACTORS:
+            raise _bad("conv_factors", {name: mode}, expected)
+    return "expand", dict(conv_factors)
 
 
 # float16 is left out on purpose: its sums of squares over a convolution's patches overflow (max 65504).

@@ -18,6 +18,34 @@ For a linear layer on ``[B, in]`` inputs and a single sample, ``A kron G`` equal
 Fisher block exactly. Only the product ``A kron G`` matters for both damping forms used here, so
 splitting the spatial factor ``T`` into ``G`` is a convention, not an approximation.
 
+These are the "expand" factors. Eschenhagen et al. 2023 ("Kronecker-Factored Approximate Curvature for Modern
+Neural Network Architectures", NeurIPS) name the two ways of treating the ``R`` positions that share a weight.
+With ``N`` samples, ``a_nr`` the input of sample ``n`` at position ``r`` and ``g_nr`` its output gradient (our
+``G`` carries the ``1/N`` of a batch-mean loss that the paper keeps in its loss), in our conventions:
+
+* K-FAC-expand (their Eq. 7, KFC's form): the positions act as extra samples::
+
+      A_expand = 1/(N R) sum_n sum_r a~_nr a~_nr^T        G_expand = 1/N sum_n sum_r g_nr g_nr^T
+
+  It is exact (for a deep linear network, Prop. 1 of their §3.2) in the *expand setting*, where every position
+  has its own loss term, e.g. a per-position Gaussian output;
+
+* K-FAC-reduce (their Eq. 10, §3.3): the positions are reduced per sample *before* the outer products, the
+  inputs by their mean and the output gradients by their sum::
+
+      A_reduce = 1/N sum_n abar_n abar_n^T, abar_n = 1/R sum_r a~_nr     G_reduce = 1/N sum_n gsum_n gsum_n^T,
+      gsum_n = sum_r g_nr
+
+  (the paper writes ``1/(N R^2) sum_n (sum_r a_nr)(sum_r a_nr)^T``, the same matrix). It is exact in the
+  *reduce setting*, where the positions are pooled before the loss, as in a policy network whose convolution
+  outputs are flattened or pooled into one action distribution per sample: there every position of a sample
+  shares one output-gradient direction when the rest of the network is linear (their Prop. 2), so a sample's
+  weight gradient ``gsum_n abar_n^T`` has rank one. The homogeneous coordinate averages to 1, so ``abar``
+  keeps the bias column. Both forms coincide when a convolution has a single output position (``R = 1``).
+
+  Reduce needs one ``N x d`` matrix per factor instead of ``N R x d``: the position means are strided sums over
+  a view of the input (:func:`conv2d_patch_means`); no patch matrix is built.
+
 With column-stacking ``vec``, ``(A kron G)^{-1} vec(V) = vec(G^{-1} V A^{-1})`` (seed 001, eq. in §2.2).
 """
 
@@ -46,17 +74,16 @@ def is_supported_layer(module: nn.Module) -> bool:
     return False
 
 
-def conv2d_patches(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """
-    The receptive-field patches of a 2D convolution, one row per (sample, output position).
+CONV_FACTORS = ("expand", "reduce")
 
-    Built from strided views (``Tensor.unfold``) of the padded input and a single reshape, which is
-    several times faster on CPU than ``F.unfold``. Column order is ``(C, kh, kw)``, the order of
-    ``weight.view(out_channels, -1)``.
+
+def _conv2d_patch_view(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """
+    The receptive fields of a 2D convolution as a strided view ``[B, C, Oh, Ow, kh, kw]`` of the (padded) input.
 
     :param module: the convolution (``groups=1``)
     :param x: its input, ``[B, C, H, W]``
-    :return: patches of shape ``[B * Oh * Ow, C * kh * kw]``
+    :return: the view (no copy, except the padding)
     """
     kh, kw = module.kernel_size
     sh, sw = module.stride
@@ -70,36 +97,74 @@ def conv2d_patches(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     patches = x.unfold(2, dh * (kh - 1) + 1, sh).unfold(3, dw * (kw - 1) + 1, sw)
     if dh > 1 or dw > 1:
         patches = patches[..., ::dh, ::dw]
-    batch, channels, out_h, out_w = patches.shape[:4]
+    return patches
+
+
+def conv2d_patches(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """
+    The receptive-field patches of a 2D convolution, one row per (sample, output position) (K-FAC-expand).
+
+    Built from strided views (``Tensor.unfold``) of the padded input and a single reshape, which is
+    several times faster on CPU than ``F.unfold``. Column order is ``(C, kh, kw)``, the order of
+    ``weight.view(out_channels, -1)``.
+
+    :param module: the convolution (``groups=1``)
+    :param x: its input, ``[B, C, H, W]``
+    :return: patches of shape ``[B * Oh * Ow, C * kh * kw]``
+    """
+    patches = _conv2d_patch_view(module, x)
+    batch, channels, out_h, out_w, kh, kw = patches.shape
     return patches.permute(0, 2, 3, 1, 4, 5).reshape(batch * out_h * out_w, channels * kh * kw)
 
 
-def layer_input_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def conv2d_patch_means(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """
-    The input vectors ``a`` of a layer, one row per (sample, position), without the bias column.
+    Each sample's receptive-field patch averaged over the output positions, ``abar_n`` of K-FAC-reduce.
+
+    A reduction over the strided view of the input: the ``[B * Oh * Ow, C * kh * kw]`` patch matrix is never
+    built. Column order as in :func:`conv2d_patches`.
+
+    :param module: the convolution (``groups=1``)
+    :param x: its input, ``[B, C, H, W]``
+    :return: ``[B, C * kh * kw]``
+    """
+    means = _conv2d_patch_view(module, x).mean(dim=(2, 3))  # [B, C, kh, kw]
+    return means.reshape(means.shape[0], -1)
+
+
+def layer_input_rows(module: nn.Module, x: torch.Tensor, conv_factors: str = "expand") -> torch.Tensor:
+    """
+    The input vectors ``a`` of a layer without the bias column: one row per (sample, position) for a linear layer
+    and an expand convolution, one row per sample (the position mean) for a reduce convolution.
 
     :param module: an ``nn.Linear`` or ``nn.Conv2d``
     :param x: the layer input
+    :param conv_factors: ``"expand"`` or ``"reduce"`` (convolutions only)
     :return: a 2D tensor ``[rows, in_features]``
     """
     if isinstance(module, nn.Conv2d):
-        return conv2d_patches(module, x)
+        return conv2d_patch_means(module, x) if conv_factors == "reduce" else conv2d_patches(module, x)
     return x.reshape(-1, x.shape[-1])
 
 
-def output_grad_second_moment(module: nn.Module, grad_output: torch.Tensor) -> torch.Tensor:
+def output_grad_second_moment(module: nn.Module, grad_output: torch.Tensor, conv_factors: str = "expand") -> torch.Tensor:
     """
-    ``sum_r g_r g_r^T`` over the rows ``g_r`` (one per sample and output position) of a layer's output gradient.
+    ``sum_r g_r g_r^T`` over the rows ``g_r`` (one per sample and output position) of a layer's output gradient,
+    or for a reduce convolution ``sum_n gsum_n gsum_n^T`` over the samples' position sums.
 
-    For a convolution with at most as many channels as positions, the sum runs over the ``[C, H*W]`` slice
+    For an expand convolution with at most as many channels as positions, the sum runs over the ``[C, H*W]`` slice
     of each sample (a batched product with a ``[B, C, C]`` intermediate), which avoids the channels-last copy
     of the whole gradient that a single ``[B*H*W, C]`` matrix needs; otherwise that copy is the smaller one.
 
     :param module: an ``nn.Linear`` or ``nn.Conv2d``
     :param grad_output: gradient with respect to the layer output (same shape as the output)
+    :param conv_factors: ``"expand"`` or ``"reduce"`` (convolutions only)
     :return: ``[out_features, out_features]``
     """
     if isinstance(module, nn.Conv2d):
+        if conv_factors == "reduce":
+            sums = grad_output.sum(dim=(2, 3))  # [B, C]
+            return sums.t() @ sums
         per_sample = grad_output.flatten(2)  # [B, C, H*W]
         if per_sample.shape[1] <= per_sample.shape[2]:
             return torch.bmm(per_sample, per_sample.transpose(1, 2)).sum(dim=0)

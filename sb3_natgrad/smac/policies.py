@@ -8,6 +8,10 @@ Sherman–Morrison natural gradient). Parameters shared by actor and critic (a s
 
 from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, MultiInputActorCriticPolicy
 
+from sb3_natgrad.common.minatar import MinAtarPolicy
+
 MlpPolicy = ActorCriticPolicy
 CnnPolicy = ActorCriticCnnPolicy
 MultiInputPolicy = MultiInputActorCriticPolicy
+
+__all__ = ["CnnPolicy", "MinAtarPolicy", "MlpPolicy", "MultiInputPolicy"]

@@ -31,6 +31,7 @@ from sb3_natgrad.common.checks import (
     check_spaces,
 )
 from sb3_natgrad.common.distributions import policy_kl
+from sb3_natgrad.common.minatar import MinAtarPolicy
 from sb3_natgrad.optim.sherman_morrison import (
     FISHER_MODES,
     LinearGramRecorder,
@@ -215,6 +216,7 @@ class SMAC(OnPolicyAlgorithm):
         "MlpPolicy": ActorCriticPolicy,
         "CnnPolicy": ActorCriticCnnPolicy,
         "MultiInputPolicy": MultiInputActorCriticPolicy,
+        "MinAtarPolicy": MinAtarPolicy,
     }
     policy: ActorCriticPolicy
 

@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sb3_natgrad.common.minatar import ensure_registered
 from sb3_natgrad.zoo import ZOO_ALGORITHMS, ZooError, register, unavailable_algorithms
 from sb3_natgrad.zoo.config import one_line
 
@@ -176,6 +177,10 @@ def _check_env(env_id: str, gym_packages: Sequence[str]) -> None:
             importlib.import_module(module)
         except ImportError as exc:
             raise ZooError(f"--gym-packages: cannot import {module!r} ({one_line(exc)})") from None
+    try:
+        ensure_registered(env_id)  # MinAtar: through the package's own gymnasium entry point
+    except ModuleNotFoundError as exc:
+        raise ZooError(f"--env {env_id!r}: {one_line(exc)}") from None
     if env_id in gym.registry:
         return
     close = difflib.get_close_matches(env_id, list(gym.registry), n=1)

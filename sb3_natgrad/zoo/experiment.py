@@ -19,6 +19,7 @@ from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER
 from rl_zoo3.utils import ALGOS
 from stable_baselines3.common.base_class import BaseAlgorithm
 
+from sb3_natgrad.common.minatar import ensure_registered
 from sb3_natgrad.zoo import ZOO_ALGORITHMS, ZooError, default_config
 from sb3_natgrad.zoo.config import check_entry, load_yaml_config, one_line, select_entry
 
@@ -59,6 +60,7 @@ class NatgradExperimentManager(ExperimentManager):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         arguments = _SIGNATURE.bind(None, *args, **kwargs).arguments
+        ensure_registered(arguments.get("env_id"))  # MinAtar ids, through the package's own entry point
         super().__init__(*args, **kwargs)
         if arguments.get("config") is None and self.algo in {entry.name for entry in ZOO_ALGORITHMS}:
             packaged = default_config(self.algo)
