@@ -432,6 +432,8 @@ def test_recurrent_policies_are_rejected():
         (dict(weight_decay=-1.0), "weight_decay"),
         (dict(stats_batch_size=0), "stats_batch_size"),
         (dict(stats_dtype="float16"), "stats_dtype"),
+        (dict(conv_factors="reduced"), "conv_factors='reduced'"),
+        (dict(conv_factors={"cnn.0": "sum"}), "conv_factors"),
     ],
 )
 def test_bad_hyperparameters_raise_value_error_naming_them(kwargs, name):
@@ -449,6 +451,30 @@ def test_stats_dtype_reaches_kfac_and_survives_save_load(tmp_path, stats_dtype):
     loaded = ACKTR.load(tmp_path / "model", env=model.get_env())
     assert loaded.kfac.stats_dtype == th.bfloat16
     loaded.learn(80)
+
+
+def test_conv_factors_reach_kfac_and_survive_save_load(tmp_path):
+    pytest.importorskip("minatar")
+    from sb3_natgrad import register_minatar_envs
+
+    register_minatar_envs()
+    env = make_vec_env("MinAtar/Breakout-v1", n_envs=2, seed=0)
+    model = ACKTR("MinAtarPolicy", env, n_steps=8, warmup_steps=1, conv_factors="reduce", seed=0)
+    assert model.kfac.conv_factors == {"features_extractor.cnn.0": "reduce"}
+    model.learn(64)
+    model.save(tmp_path / "model")
+    loaded = ACKTR.load(tmp_path / "model", env=env)
+    assert loaded.conv_factors == "reduce"
+    assert loaded.kfac.conv_factors == {"features_extractor.cnn.0": "reduce"}
+    conv = loaded.kfac.layers[0].weight
+    torch_state = model.kfac.state[model.kfac.layers[0].weight]
+    th.testing.assert_close(loaded.kfac.state[conv]["A"], torch_state["A"])
+    loaded.learn(32)
+
+
+def test_conv_factors_is_a_no_op_without_convolutions():
+    model = ACKTR("MlpPolicy", "CartPole-v1", conv_factors="reduce")
+    assert model.kfac.conv_factors == {}
 
 
 # ---------------------------------------------------------------------------------------------- learning

@@ -43,8 +43,8 @@ With ``N`` samples, ``a_nr`` the input of sample ``n`` at position ``r`` and ``g
   weight gradient ``gsum_n abar_n^T`` has rank one. The homogeneous coordinate averages to 1, so ``abar``
   keeps the bias column. Both forms coincide when a convolution has a single output position (``R = 1``).
 
-  Reduce needs one ``N x d`` matrix per factor instead of ``N R x d``: the position means are strided sums over
-  a view of the input (:func:`conv2d_patch_means`); no patch matrix is built.
+  Reduce needs one ``N x d`` matrix per factor instead of ``N R x d``: the position means are separable strided
+  sums over views of the input (:func:`conv2d_patch_means`); no patch matrix is built.
 
 With column-stacking ``vec``, ``(A kron G)^{-1} vec(V) = vec(G^{-1} V A^{-1})`` (seed 001, eq. in §2.2).
 """
@@ -77,6 +77,14 @@ def is_supported_layer(module: nn.Module) -> bool:
 CONV_FACTORS = ("expand", "reduce")
 
 
+def _padded_input(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """The convolution's input with its zero padding applied."""
+    # ``_reversed_padding_repeated_twice`` is (left, right, top, bottom) for every padding spec,
+    # including the asymmetric split of padding="same".
+    pad = module._reversed_padding_repeated_twice
+    return F.pad(x, pad) if any(p != 0 for p in pad) else x
+
+
 def _conv2d_patch_view(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """
     The receptive fields of a 2D convolution as a strided view ``[B, C, Oh, Ow, kh, kw]`` of the (padded) input.
@@ -88,11 +96,7 @@ def _conv2d_patch_view(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     kh, kw = module.kernel_size
     sh, sw = module.stride
     dh, dw = module.dilation
-    # ``_reversed_padding_repeated_twice`` is (left, right, top, bottom) for every padding spec,
-    # including the asymmetric split of padding="same".
-    pad = module._reversed_padding_repeated_twice
-    if any(p != 0 for p in pad):
-        x = F.pad(x, pad)
+    x = _padded_input(module, x)
     # [B, C, Oh, Ow, kh_eff, kw_eff] as a view, then keep every dilation-th tap.
     patches = x.unfold(2, dh * (kh - 1) + 1, sh).unfold(3, dw * (kw - 1) + 1, sw)
     if dh > 1 or dw > 1:
@@ -121,15 +125,27 @@ def conv2d_patch_means(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """
     Each sample's receptive-field patch averaged over the output positions, ``abar_n`` of K-FAC-reduce.
 
-    A reduction over the strided view of the input: the ``[B * Oh * Ow, C * kh * kw]`` patch matrix is never
-    built. Column order as in :func:`conv2d_patches`.
+    The sum over positions is separable: first, for each kernel column, the sum over the output columns (a strided
+    sum along the width), then, for each kernel row, the sum over the output rows. Both are reductions over strided
+    views of the (padded) input: the ``[B * Oh * Ow, C * kh * kw]`` patch matrix is never built, and the work is
+    ``C * (H * Ow * kw + Oh * kh * kw)`` per sample instead of ``C * Oh * Ow * kh * kw``. Column order as in
+    :func:`conv2d_patches`.
 
     :param module: the convolution (``groups=1``)
     :param x: its input, ``[B, C, H, W]``
     :return: ``[B, C * kh * kw]``
     """
-    means = _conv2d_patch_view(module, x).mean(dim=(2, 3))  # [B, C, kh, kw]
-    return means.reshape(means.shape[0], -1)
+    kh, kw = module.kernel_size
+    sh, sw = module.stride
+    dh, dw = module.dilation
+    x = _padded_input(module, x)
+    columns = x.unfold(3, dw * (kw - 1) + 1, sw)  # [B, C, H, Ow, span_w]
+    out_w = columns.shape[3]
+    columns = columns.sum(dim=3)[..., ::dw]  # [B, C, H, kw]
+    rows = columns.unfold(2, dh * (kh - 1) + 1, sh)  # [B, C, Oh, kw, span_h]
+    out_h = rows.shape[2]
+    sums = rows.sum(dim=2)[..., ::dh].transpose(2, 3)  # [B, C, kh, kw]
+    return sums.reshape(x.shape[0], -1) / (out_h * out_w)
 
 
 def layer_input_rows(module: nn.Module, x: torch.Tensor, conv_factors: str = "expand") -> torch.Tensor:
