@@ -40,6 +40,7 @@ import pathlib
 import subprocess
 import sys
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -275,7 +276,7 @@ def summarize(out: pathlib.Path, command: str) -> None:
                 )
             finals = " / ".join(
                 (f"{r['final_mean']:.2f}" if r["final_mean"] is not None else "-")
-                + ("" if r["done"] else f" ({r['timesteps']})")
+                + ("" if r["done"] else f" (at {r['timesteps']})")
                 for r in vrows
             )
             final_mean = np.mean([r["final_mean"] for r in done]) if done else float("nan")
@@ -284,7 +285,11 @@ def summarize(out: pathlib.Path, command: str) -> None:
             medians[variant] = median
             sps = np.mean([r["steps_per_second_cpu"] for r in vrows])
             sps_ratio = sps / np.mean(a2c_sps) if a2c_sps else float("nan")
-            hits_text = " / ".join("-" if h is None else f"{h / 1e6:.2f}M" for h in hits) or "-"
+            hits_text = " / ".join(
+                ("-" if r["steps_to_threshold"] is None else f"{r['steps_to_threshold'] / 1e6:.2f}M")
+                + ("" if r["done"] else " (running)")
+                for r in vrows
+            )
             median_text = "-" if not np.isfinite(median) else f"{median / 1e6:.2f}M"
             lines.append(
                 f"| {variant} | {len(done)}/{len(vrows)} | {finals} | {final_mean:.2f} | {hits_text} | {median_text} | "
@@ -321,9 +326,11 @@ def _plot(out: pathlib.Path, game: str, rows: list[dict[str, Any]], order: list[
         grid = np.linspace(0, max(r["budget"] for r in vrows), 200)
         curves = [np.interp(grid, r["_steps"], r["_means"], left=np.nan, right=np.nan) for r in vrows]
         stacked = np.vstack(curves)
-        mean = np.nanmean(stacked, axis=0) if np.isfinite(stacked).any() else stacked[0]
+        with warnings.catch_warnings():  # grid points that no seed has reached yet are NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean, low, high = np.nanmean(stacked, axis=0), np.nanmin(stacked, axis=0), np.nanmax(stacked, axis=0)
         (line,) = ax.plot(grid, mean, label=f"{variant} ({len(vrows)} seeds)")
-        ax.fill_between(grid, np.nanmin(stacked, axis=0), np.nanmax(stacked, axis=0), alpha=0.15, color=line.get_color())
+        ax.fill_between(grid, low, high, alpha=0.15, color=line.get_color())
     if threshold is not None:
         ax.axhline(threshold, color="grey", linestyle="--", linewidth=0.8, label="A2C final")
     ax.set_xlabel("timesteps")
