@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 import yaml
+from sample_efficiency import to_constructor_kwargs  # the same rl-zoo3 entry -> constructor translation
 
 DEFAULT_OUT = "benchmarks/results/pixels"
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -66,7 +67,6 @@ ALGO_CLASSES = {
     "smac": "sb3_natgrad:SMAC",
     "kfrelax": "sb3_natgrad:KFRELAX",
 }
-ZOO_ONLY_KEYS = {"n_envs", "n_timesteps", "policy", "normalize", "env_wrapper", "frame_stack", "callback"}
 WINDOW = 100  # episodes in the training-return mean, as rl-zoo3 / SB3 log it
 
 
@@ -85,20 +85,6 @@ def hyperparams(variant: str, game: str) -> dict[str, Any]:
         entry = dict(yaml.safe_load(path.read_text())[env_id(game)])
     entry.update(overrides)
     return entry
-
-
-def constructor_kwargs(entry: dict[str, Any]) -> dict[str, Any]:
-    from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike  # noqa: F401 (rl-zoo3's a2c atari)
-    from stable_baselines3.common.utils import LinearSchedule
-
-    kwargs = {k: v for k, v in entry.items() if k not in ZOO_ONLY_KEYS}
-    for key in ("learning_rate", "clip_range"):
-        value = kwargs.get(key)
-        if isinstance(value, str) and value.startswith("lin_"):
-            kwargs[key] = LinearSchedule(float(value.split("_")[1]), 0.0, 1.0)
-    if isinstance(kwargs.get("policy_kwargs"), str):
-        kwargs["policy_kwargs"] = eval(kwargs["policy_kwargs"])
-    return kwargs
 
 
 def run_dir(out: pathlib.Path, game: str, variant: str, seed: int) -> pathlib.Path:
@@ -138,7 +124,7 @@ def run_one(job: dict[str, Any]) -> str:
         episodes = [e for e in json.loads(episodes_path.read_text()) if e[0] <= model.num_timesteps]
     else:
         policy = MinAtarPolicy if algo in ("a2c", "ppo") else entry.get("policy", "MinAtarPolicy")
-        model = cls(policy, env, seed=seed, device="cpu", **constructor_kwargs(entry))
+        model = cls(policy, env, seed=seed, device="cpu", **to_constructor_kwargs(entry))
         episodes, status = [], {"cpu_seconds": 0.0, "wall_seconds": 0.0, "commit": _provenance()["commit"]}
 
     class Recorder(BaseCallback):

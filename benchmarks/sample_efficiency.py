@@ -73,6 +73,7 @@ def zoo_hyperparams(algo: str, env_id: str) -> dict[str, Any]:
 
 def to_constructor_kwargs(hyperparams: dict[str, Any]) -> dict[str, Any]:
     """rl-zoo3's preprocessing of the few keys these benchmarks meet (schedules, policy_kwargs strings)."""
+    from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike  # noqa: F401 (rl-zoo3's a2c atari)
     from stable_baselines3.common.utils import LinearSchedule
     from torch import nn  # noqa: F401  (used by eval of policy_kwargs strings)
 

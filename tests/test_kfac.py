@@ -339,9 +339,8 @@ def test_conv_output_grad_moment_is_the_sum_over_samples_and_positions(channels,
     torch.testing.assert_close(kronecker.output_grad_second_moment(conv, grad), expected)
 
 
-@settings(max_examples=25, deadline=None)
-@given(cfg=conv_configs(), damping=st.floats(1e-3, 1.0))
-def test_conv_shapes_against_dense(cfg, damping):
+def conv_model(cfg: dict) -> tuple[nn.Module, torch.Tensor]:
+    """A convolution drawn by :func:`conv_configs`, a tanh and a linear head (float64), and an input batch."""
     torch.manual_seed(0)
     conv = nn.Conv2d(
         cfg["c_in"],
@@ -351,13 +350,20 @@ def test_conv_shapes_against_dense(cfg, damping):
         padding=cfg["padding"],
         dilation=cfg["dilation"],
         bias=cfg["bias"],
-    )
+    ).double()
     x = torch.randn(cfg["batch"], cfg["c_in"], cfg["size"], cfg["size"], dtype=torch.float64)
-    out_numel = conv.double()(x).shape[1:].numel()
-    model = nn.Sequential(conv, nn.Tanh(), nn.Flatten(), nn.Linear(out_numel, 3)).double()
-    opt = KFAC(model, lr=1.0, momentum=0.0, damping=damping, kl_clip=None)
+    out_numel = conv(x).shape[1:].numel()
+    return nn.Sequential(conv, nn.Tanh(), nn.Flatten(), nn.Linear(out_numel, 3)).double(), x
+
+
+def assert_factors_and_step_match_dense(cfg: dict, damping: float, conv_factors: str = "expand") -> None:
+    """Factors of every layer and the preconditioned step against the dense float64 definitions."""
+    model, x = conv_model(cfg)
+    opt = KFAC(model, lr=1.0, momentum=0.0, damping=damping, kl_clip=None, conv_factors=conv_factors)
     refs = [
-        dense_factors(model, layer, x, lambda out: categorical_sampled_logp(out, torch.Generator().manual_seed(1)))
+        dense_factors(
+            model, layer, x, lambda out: categorical_sampled_logp(out, torch.Generator().manual_seed(1)), conv_factors
+        )
         for layer in covered_layers(model)
     ]
     delta = one_step_delta(model, opt, x)
@@ -370,6 +376,12 @@ def test_conv_shapes_against_dense(cfg, damping):
         if layer.bias is not None:
             got = torch.cat([got, delta[layer.bias].reshape(-1, 1)], dim=1)
         torch.testing.assert_close(got, expected, rtol=1e-7, atol=1e-9)
+
+
+@settings(max_examples=25, deadline=None)
+@given(cfg=conv_configs(), damping=st.floats(1e-3, 1.0))
+def test_conv_shapes_against_dense(cfg, damping):
+    assert_factors_and_step_match_dense(cfg, damping)
 
 
 @settings(max_examples=25, deadline=None)

@@ -8,49 +8,26 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kfac_reference import categorical_sampled_logp, dense_factors, dense_kronecker_solve, homogeneous_grad, vec
-from test_kfac import conv_configs, covered_layers, factors_of, one_step_delta, record_batch, step_with_lr_zero, tiny_cnn
+from kfac_reference import categorical_sampled_logp, dense_factors, homogeneous_grad, vec
+from test_kfac import (
+    assert_factors_and_step_match_dense,
+    conv_configs,
+    covered_layers,
+    factors_of,
+    record_batch,
+    step_with_lr_zero,
+    tiny_cnn,
+)
 from torch import nn
 
 from sb3_natgrad.optim import KFAC, kronecker
-
-
-def conv_model(cfg: dict) -> tuple[nn.Module, torch.Tensor]:
-    torch.manual_seed(0)
-    conv = nn.Conv2d(
-        cfg["c_in"],
-        cfg["c_out"],
-        cfg["kernel"],
-        stride=cfg["stride"],
-        padding=cfg["padding"],
-        dilation=cfg["dilation"],
-        bias=cfg["bias"],
-    ).double()
-    x = torch.randn(cfg["batch"], cfg["c_in"], cfg["size"], cfg["size"], dtype=torch.float64)
-    out_numel = conv(x).shape[1:].numel()
-    return nn.Sequential(conv, nn.Tanh(), nn.Flatten(), nn.Linear(out_numel, 3)).double(), x
 
 
 @settings(max_examples=30, deadline=None)
 @given(cfg=conv_configs(), damping=st.floats(1e-3, 1.0))
 def test_reduce_factors_and_step_against_dense(cfg, damping):
     """Stride, padding (incl. "same"), dilation, bias and no bias: factors and the preconditioned step."""
-    model, x = conv_model(cfg)
-    opt = KFAC(model, lr=1.0, momentum=0.0, damping=damping, kl_clip=None, conv_factors="reduce")
-    refs = [
-        dense_factors(model, layer, x, lambda out: categorical_sampled_logp(out, torch.Generator().manual_seed(1)), "reduce")
-        for layer in covered_layers(model)
-    ]
-    delta = one_step_delta(model, opt, x)
-    for layer, (a_ref, g_ref) in zip(covered_layers(model), refs):
-        a, g = factors_of(opt, layer)
-        torch.testing.assert_close(a, a_ref, rtol=1e-9, atol=1e-11)
-        torch.testing.assert_close(g, g_ref, rtol=1e-9, atol=1e-11)
-        expected = dense_kronecker_solve(a, g, homogeneous_grad(layer), damping)
-        got = delta[layer.weight].reshape(layer.weight.shape[0], -1)
-        if layer.bias is not None:
-            got = torch.cat([got, delta[layer.bias].reshape(-1, 1)], dim=1)
-        torch.testing.assert_close(got, expected, rtol=1e-7, atol=1e-9)
+    assert_factors_and_step_match_dense(cfg, damping, conv_factors="reduce")
 
 
 def test_reduce_differs_from_expand_with_several_positions():
