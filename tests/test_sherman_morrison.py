@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -77,10 +77,18 @@ def dense_rank1_fisher(score: torch.Tensor, damping: float) -> np.ndarray:
     return damping * np.eye(v.shape[0]) + np.outer(v, v)
 
 
+def direction_bound(expected: np.ndarray, grad: torch.Tensor, damping: float) -> float:
+    """
+    Error allowed on F^-1 g: small relative to the natural scale |g|/lambda (an upper bound on |F^-1 g|) and to
+    |expected|. The first term is the conditioning of the solve: with a tiny damping and large scores the Woodbury
+    form loses about cond(K + M lambda I) * eps of |w| (e.g. d=1, M=6, lambda=1e-3, scores ~7: 4e-6 relative).
+    """
+    return 1e-9 * float(grad.norm()) / damping + 1e-7 * float(np.linalg.norm(expected))
+
+
 def assert_direction_close(actual: torch.Tensor, expected: np.ndarray, grad: torch.Tensor, damping: float) -> None:
-    """Error small relative to the natural scale |g|/lambda (an upper bound on |F^-1 g|) and to |expected|."""
     err = np.linalg.norm(actual.detach().numpy() - expected)
-    bound = 1e-9 * float(grad.norm()) / damping + 1e-7 * np.linalg.norm(expected)
+    bound = direction_bound(expected, grad, damping)
     assert err <= bound, f"error {err:.3e} > {bound:.3e}"
 
 
@@ -141,6 +149,7 @@ def test_batch_mode_matches_dense_solve(problem: tuple[int, int, float, float, i
 
 @settings(max_examples=30, deadline=None)
 @given(problem_sizes)
+@example((1, 6, 0.001, 7.0, 55))  # found by hypothesis in a CI run: |d| off by 4e-6 relative, within the bound
 def test_kernel_weights_give_dense_natural_gradient(problem: tuple[int, int, float, float, int]) -> None:
     d, m, damping, scale, seed = problem
     _, scores, coefficients = random_problem(d, m, scale, seed)
@@ -162,11 +171,15 @@ def test_kernel_weights_give_dense_natural_gradient(problem: tuple[int, int, flo
     gfg = float(g @ expected)
     scale_ref = max(abs(gfg), 1e-300)
     assert abs(step.stats["gFg"] - gfg) <= 1e-7 * scale_ref + 1e-12
-    assert step.stats["natural_grad_norm"] == pytest.approx(np.linalg.norm(expected), rel=1e-6, abs=1e-12)
+    # |(|d| - |d_expected|)| <= |d - d_expected|: the direction's own bound (a fixed rel=1e-6 failed on an
+    # ill-conditioned example that the direction check accepts, pinned below with @example)
+    bound = direction_bound(expected, grad, damping)
+    assert abs(step.stats["natural_grad_norm"] - np.linalg.norm(expected)) <= bound
     assert step.stats["grad_norm"] == pytest.approx(np.linalg.norm(g), rel=1e-6, abs=1e-12)
     if np.linalg.norm(g) > 1e-12:
         cos = gfg / (np.linalg.norm(g) * np.linalg.norm(expected))
-        assert step.stats["fisher_alignment"] == pytest.approx(cos, rel=1e-6, abs=1e-9)
+        rel = 1e-6 + bound / max(float(np.linalg.norm(expected)), 1e-300)  # cos carries the relative error of |d|
+        assert step.stats["fisher_alignment"] == pytest.approx(cos, rel=rel, abs=1e-9)
         alpha = min(0.5, math.sqrt(2 * 0.01 / (expected @ fisher @ expected)))
         assert step.step_size == pytest.approx(alpha, rel=1e-6)
 
