@@ -134,6 +134,7 @@ def test_acktr_learns_breakout_from_pixels():
         "MinAtarPolicy",
         env,
         n_steps=20,
+        # the entry's lin_0.25 over its 5e6 steps, of which this test runs the first 2e5 (p: progress remaining)
         learning_rate=lambda p: 0.25 * (1 - (1 - p) * budget / 5e6),
         vf_fisher_coef=2.0,
         seed=0,
