@@ -242,7 +242,7 @@ def test_tensorboard_keys(tmp_path):
         "train/step_size",
         "train/natural_grad_norm",
         "train/vFv",
-        "train/kfac_skipped_updates",
+        "train/skipped_updates",
         "train/kfac_inverse_fallbacks",
         "train/policy_loss",
         "train/value_loss",

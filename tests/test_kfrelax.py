@@ -171,7 +171,7 @@ def test_stored_noise_reproduces_the_stored_actions(make_env):
     buffer = model.rollout_buffer
     assert isinstance(buffer, NoisyRolloutBuffer) and buffer.noise.shape == (32, 3, model.policy.relaxation.noise_dim)
     data = next(buffer.get(batch_size=None))
-    actions = model._actions_for_training(data.actions)
+    actions = model._training_actions(data.actions)
     model.policy.set_training_mode(True)
     out = model.policy.relax_forward(data.observations)
     rebuilt = model.policy.actions_from_noise(out.params.detach(), data.noise)
@@ -252,7 +252,7 @@ def _estimates(model: KFRELAX, states: th.Tensor, reward, reps: int, chunks: int
         noise = th.randn_like(noise)
     policy.set_training_mode(True)
     out = policy.relax_forward(obs)
-    actions = model._actions_for_training(actions.float().reshape(len(obs), -1))
+    actions = model._training_actions(actions.float().reshape(len(obs), -1))
     f = reward(state_index, actions)
     per_sample, _, _ = model._per_sample_objective(out, actions, noise, f, valid=None)
     params = policy.actor_parameters()

@@ -550,8 +550,13 @@ def test_unsupported_spaces_and_recurrent_policies_are_rejected() -> None:
         SMAC("MlpLstmPolicy", "CartPole-v1")
     with pytest.raises(ValueError, match="does not support recurrent policies"):
         SMAC(RecurrentActorCriticPolicy, "CartPole-v1")
-    with pytest.raises(ValueError, match="normalize_advantage"):
-        SMAC("MlpPolicy", "CartPole-v1", n_steps=1)
+
+
+def test_a_batch_of_one_sample_skips_the_advantage_normalisation_like_sb3() -> None:
+    model = SMAC("MlpPolicy", "CartPole-v1", n_steps=1, batch_size=1, seed=0)
+    model.learn(3)
+    assert model.num_timesteps == 3 and model.skipped_updates == 0
+    assert all(bool(th.isfinite(p).all()) for p in model.policy.parameters())
 
 
 class CorruptRollout(BaseCallback):
@@ -575,7 +580,7 @@ def test_nonfinite_advantages_skip_the_actor_step_with_a_warning(fisher: str) ->
     with pytest.warns(RuntimeWarning, match="actor update was skipped"):
         model.learn(16, callback=CorruptRollout("advantages"))
     assert all(th.equal(p, b) for p, b in zip(model._actor_params, actor_before))
-    assert model.preconditioner.num_skipped == 1 and model.preconditioner.num_steps == 0
+    assert model.skipped_updates == 1 and model.preconditioner.num_steps == 0
 
 
 def test_nonfinite_returns_skip_critic_minibatches_with_a_warning() -> None:
@@ -595,7 +600,7 @@ def test_overflowing_step_is_skipped_or_reverted_and_parameters_stay_finite(step
     with pytest.warns(RuntimeWarning, match=message):
         model.learn(16)
     assert all(th.equal(p, b) for p, b in zip(model._actor_params, actor_before))
-    assert model.preconditioner.num_skipped == 1
+    assert model.skipped_updates == 1
 
 
 # --------------------------------------------------------------------------------------------------------------

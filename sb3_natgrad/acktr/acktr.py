@@ -1,53 +1,55 @@
-"""ACKTR: Actor-Critic using Kronecker-factored Trust Region (Wu et al. 2017, seed 001)."""
+"""ACKTR: Actor-Critic using Kronecker-factored Trust Region (Wu et al. 2017)."""
 
 from __future__ import annotations
 
-import io
-import pathlib
-import warnings
-from typing import Any, ClassVar, TypeVar
+from functools import partial
+from typing import Any, ClassVar
 
 import numpy as np
 import torch as th
-from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
-from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
-from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, BasePolicy, MultiInputActorCriticPolicy
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
-from stable_baselines3.common.utils import explained_variance
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from torch.nn import functional as F
 
-from sb3_natgrad.common.checks import (
-    check_choice,
-    check_int,
-    check_learning_rate,
-    check_not_recurrent,
-    check_number,
-    check_spaces,
-)
-from sb3_natgrad.common.distributions import distribution_and_values, policy_kl, sampled_log_prob
-from sb3_natgrad.common.log_schedule import LogScheduleMixin
-from sb3_natgrad.common.minatar import MinAtarPolicy
-from sb3_natgrad.common.save_util import check_saved_algorithm
+from sb3_natgrad.common.checks import ArgumentCheck, check_number
+from sb3_natgrad.common.distributions import distribution_and_values, sampled_log_prob
+from sb3_natgrad.common.on_policy import NaturalGradientAlgorithm, own_arguments
 from sb3_natgrad.common.schedules import LinearDecay
 from sb3_natgrad.optim import KFAC
-from sb3_natgrad.optim.kfac import DAMPING_TYPES, INVERSE_METHODS, STATS_DTYPES, resolve_conv_factors, resolve_stats_dtype
-from sb3_natgrad.optim.kronecker import CONV_FACTORS
+from sb3_natgrad.optim.kfac import check_kfac_arguments
 
-SelfACKTR = TypeVar("SelfACKTR", bound="ACKTR")
+#: ACKTR's names of K-FAC's arguments (for the errors of :func:`~sb3_natgrad.optim.kfac.check_kfac_arguments`)
+_KFAC_NAMES = {"kl_clip": "kfac_clip", "warmup_max_grad_norm": "max_grad_norm"}
+#: K-FAC's keyword arguments that ACKTR passes under the same name
+_KFAC_SAME_NAMES = (
+    "momentum",
+    "damping",
+    "weight_decay",
+    "stat_decay",
+    "stats_interval",
+    "inverse_interval",
+    "inverse_method",
+    "damping_type",
+    "warmup_steps",
+    "stats_batch_size",
+    "stats_dtype",
+    "conv_factors",
+    "async_inverse",
+)
 
 
-class ACKTR(LogScheduleMixin, OnPolicyAlgorithm):
+class ACKTR(NaturalGradientAlgorithm):
     """
     Actor-Critic using Kronecker-factored Trust Region (ACKTR).
 
-    Paper: https://arxiv.org/abs/1708.05144 (seed 001). A2C's losses, optimised with K-FAC natural gradients
+    Paper: https://arxiv.org/abs/1708.05144 . A2C's losses, optimised with K-FAC natural gradients
     for both the actor and the critic and a trust region on the step size.
 
     Every update (one per rollout, full batch):
 
     1. one training-mode forward pass gives the action distribution and the values (and K-FAC's input factors);
-    2. the sampled Fisher loss (seed 001 §3.1) gives K-FAC's output-gradient factors: ``mean log pi(a~|s)`` with
+    2. the sampled Fisher loss (Wu et al. 2017, §3.1) gives K-FAC's output-gradient factors: ``mean log pi(a~|s)`` with
        ``a~`` drawn from the current policy (the true Fisher, not the empirical one), plus
        ``vf_fisher_coef * mean log N(v~ | V(s), sigma^2)`` with ``v~ = V(s) + sigma * eps`` — the Gauss–Newton
        metric of the critic (``sigma = 1``, or the Bellman-error standard deviation with
@@ -86,7 +88,7 @@ class ACKTR(LogScheduleMixin, OnPolicyAlgorithm):
     :param vf_coef: value loss coefficient on ``mean((R - V)^2)`` (see above)
     :param vf_fisher_coef: weight of the critic's log-likelihood in the sampled Fisher loss
     :param max_grad_norm: gradient-norm clip during the warm-up updates
-    :param kfac_clip: trust-region radius ``delta`` (seed 001 §3.2)
+    :param kfac_clip: trust-region radius ``delta`` (Wu et al. 2017, §3.2)
     :param damping: K-FAC Tikhonov damping ``lambda``
     :param momentum: K-FAC momentum
     :param stat_decay: EMA decay of the Kronecker factors
@@ -106,10 +108,10 @@ class ACKTR(LogScheduleMixin, OnPolicyAlgorithm):
         and the summed output gradient, ``Oh * Ow`` times fewer rows; exact for the reduce setting of a policy
         network, see :mod:`sb3_natgrad.optim.kronecker`), or a mapping from layer names to these. No effect
         without convolutions
-    :param async_inverse: recompute decompositions in a background thread (seed 001 §3.1); results then depend on
+    :param async_inverse: recompute decompositions in a background thread (Wu et al. 2017, §3.1); results then depend on
         thread timing
     :param adaptive_gauss_newton: use the running Bellman-error variance as the critic's output variance in the
-        Fisher (seed 001 appendix D) instead of 1
+        Fisher (Wu et al. 2017, appendix D) instead of 1
     :param normalize_advantage: standardise the advantages of each batch
     :param use_sde: generalised State-Dependent Exploration (Box actions)
     :param sde_sample_freq: resample the gSDE noise matrix every n steps (-1: once per rollout)
@@ -124,13 +126,32 @@ class ACKTR(LogScheduleMixin, OnPolicyAlgorithm):
     :param _init_setup_model: build the network at creation
     """
 
-    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
-        "MlpPolicy": ActorCriticPolicy,
-        "CnnPolicy": ActorCriticCnnPolicy,
-        "MultiInputPolicy": MultiInputActorCriticPolicy,
-        "MinAtarPolicy": MinAtarPolicy,
+    argument_checks: ClassVar[dict[str, ArgumentCheck]] = {
+        "vf_fisher_coef": partial(check_number, low=0.0),
+        "max_grad_norm": partial(check_number, low=0.0, low_inclusive=False),  # the warm-up needs a clip
+        "kfac_clip": partial(check_number, low=0.0, low_inclusive=False),
     }
-    policy: ActorCriticPolicy
+    saved_markers = ("kfac_clip", "vf_fisher_coef")
+
+    vf_fisher_coef: float
+    kfac_clip: float
+    damping: float
+    momentum: float
+    stat_decay: float
+    stats_interval: int
+    inverse_interval: int
+    inverse_method: str
+    damping_type: str | None
+    warmup_steps: int
+    weight_decay: float
+    stats_batch_size: int | None
+    stats_dtype: str | th.dtype | None
+    conv_factors: str | dict[str, str]
+    async_inverse: bool
+    adaptive_gauss_newton: bool
+    normalize_advantage: bool
+    #: running variance of the Bellman error (adaptive Gauss-Newton, Wu et al. 2017 appendix D)
+    bellman_error_var: float | None = None
 
     def __init__(
         self,
@@ -172,117 +193,28 @@ class ACKTR(LogScheduleMixin, OnPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ):
-        name = type(self).__name__
-        check_not_recurrent(name, policy)
-        check_learning_rate(name, "learning_rate", learning_rate)
-        check_int(name, "n_steps", n_steps, low=1)
-        check_number(name, "gamma", gamma, low=0.0, high=1.0)
-        check_number(name, "gae_lambda", gae_lambda, low=0.0, high=1.0)
-        check_number(name, "ent_coef", ent_coef)
-        check_number(name, "vf_coef", vf_coef, low=0.0)
-        check_number(name, "vf_fisher_coef", vf_fisher_coef, low=0.0)
-        check_number(name, "max_grad_norm", max_grad_norm, low=0.0, low_inclusive=False)
-        check_number(name, "kfac_clip", kfac_clip, low=0.0, low_inclusive=False)
-        check_number(name, "damping", damping, low=0.0)
-        check_number(name, "momentum", momentum, low=0.0, high=1.0, high_inclusive=False)
-        check_number(name, "stat_decay", stat_decay, low=0.0, high=1.0, high_inclusive=False)
-        check_int(name, "stats_interval", stats_interval, low=1)
-        check_int(name, "inverse_interval", inverse_interval, low=1)
-        check_choice(name, "inverse_method", inverse_method, INVERSE_METHODS)
-        if damping_type is not None:
-            check_choice(name, "damping_type", damping_type, DAMPING_TYPES)
-            if inverse_method == "cholesky" and damping_type == "kronecker":
-                raise ValueError(f"{name}: invalid damping_type='kronecker' with inverse_method='cholesky', use 'factored'")
-        check_int(name, "warmup_steps", warmup_steps, low=0)
-        check_number(name, "weight_decay", weight_decay, low=0.0)
-        check_int(name, "stats_batch_size", stats_batch_size, low=1, allow_none=True)
-        try:
-            resolve_stats_dtype(stats_dtype)
-        except ValueError:
-            expected = f"None or one of {tuple(STATS_DTYPES)}"
-            raise ValueError(f"{name}: invalid stats_dtype={stats_dtype!r}, expected {expected}") from None
-        try:
-            resolve_conv_factors(conv_factors)
-        except ValueError:
-            expected = f"one of {CONV_FACTORS} or a mapping from convolution names to one of them"
-            raise ValueError(f"{name}: invalid conv_factors={conv_factors!r}, expected {expected}") from None
-        if env is not None and hasattr(env, "observation_space") and hasattr(env, "action_space"):
-            check_spaces(name, env.observation_space, env.action_space)
+        super().__init__(**own_arguments(locals()))
 
-        super().__init__(
-            policy,
-            env,
-            learning_rate=learning_rate,
-            n_steps=n_steps,
-            gamma=gamma,
-            gae_lambda=gae_lambda,
-            ent_coef=ent_coef,
-            vf_coef=vf_coef,
-            max_grad_norm=max_grad_norm,
-            use_sde=use_sde,
-            sde_sample_freq=sde_sample_freq,
-            rollout_buffer_class=rollout_buffer_class,
-            rollout_buffer_kwargs=rollout_buffer_kwargs,
-            stats_window_size=stats_window_size,
-            tensorboard_log=tensorboard_log,
-            policy_kwargs=policy_kwargs,
-            verbose=verbose,
-            device=device,
-            seed=seed,
-            _init_setup_model=False,
-            supported_action_spaces=None,  # checked by check_spaces with a clearer error
+    def _check_argument_combinations(self, arguments: dict[str, Any]) -> None:
+        # K-FAC's own checks, worded with ACKTR's argument names
+        kfac_arguments = {key: arguments[key] for key in _KFAC_SAME_NAMES if key != "async_inverse"}
+        check_kfac_arguments(
+            type(self).__name__,
+            _KFAC_NAMES,
+            kl_clip=arguments["kfac_clip"],
+            warmup_max_grad_norm=arguments["max_grad_norm"],
+            **kfac_arguments,
         )
-        if self.env is not None:
-            check_spaces(name, self.observation_space, self.action_space)
-
-        self.vf_fisher_coef = vf_fisher_coef
-        self.kfac_clip = kfac_clip
-        self.damping = damping
-        self.momentum = momentum
-        self.stat_decay = stat_decay
-        self.stats_interval = stats_interval
-        self.inverse_interval = inverse_interval
-        self.inverse_method = inverse_method
-        self.damping_type = damping_type
-        self.warmup_steps = warmup_steps
-        self.weight_decay = weight_decay
-        self.stats_batch_size = stats_batch_size
-        self.stats_dtype = stats_dtype
-        self.conv_factors = conv_factors
-        self.async_inverse = async_inverse
-        self.adaptive_gauss_newton = adaptive_gauss_newton
-        self.normalize_advantage = normalize_advantage
-        # Running variance of the Bellman error (adaptive Gauss-Newton, seed 001 appendix D).
-        self.bellman_error_var: float | None = None
-        # learn()'s log interval, to compute the KL only for updates whose logs are written
-
-        if _init_setup_model:
-            self._setup_model()
 
     def _setup_model(self) -> None:
-        check_spaces(type(self).__name__, self.observation_space, self.action_space)
         super()._setup_model()
-        if not isinstance(self.policy, ActorCriticPolicy):
-            raise ValueError(f"{type(self).__name__} needs an ActorCriticPolicy, got {type(self.policy).__name__}")
-        # Replace the first-order optimizer the policy built by K-FAC over the whole policy (actor + critic).
+        # K-FAC over the whole policy (actor + critic) instead of the first-order optimizer the policy built.
         self.policy.optimizer = KFAC(
             self.policy,
             lr=self.lr_schedule(1),
-            momentum=self.momentum,
-            damping=self.damping,
-            weight_decay=self.weight_decay,
             kl_clip=self.kfac_clip,
-            stat_decay=self.stat_decay,
-            stats_interval=self.stats_interval,
-            inverse_interval=self.inverse_interval,
-            inverse_method=self.inverse_method,
-            damping_type=self.damping_type,
-            warmup_steps=self.warmup_steps,
             warmup_max_grad_norm=self.max_grad_norm,
-            stats_batch_size=self.stats_batch_size,
-            stats_dtype=self.stats_dtype,
-            conv_factors=self.conv_factors,
-            async_inverse=self.async_inverse,
+            **{key: getattr(self, key) for key in _KFAC_SAME_NAMES},
         )
 
     @property
@@ -292,7 +224,7 @@ class ACKTR(LogScheduleMixin, OnPolicyAlgorithm):
         return self.policy.optimizer
 
     def _fisher_loss(self, distribution: Any, values: th.Tensor, returns: th.Tensor) -> th.Tensor:
-        """The sampled Fisher loss of seed 001 §3.1 (a batch mean of log-likelihoods)."""
+        """The sampled Fisher loss of Wu et al. 2017, §3.1 (a batch mean of log-likelihoods)."""
         pg_fisher = sampled_log_prob(distribution).mean()
         variance = 1.0
         if self.adaptive_gauss_newton:
@@ -309,116 +241,50 @@ class ACKTR(LogScheduleMixin, OnPolicyAlgorithm):
         return pg_fisher + self.vf_fisher_coef * vf_fisher
 
     def train(self) -> None:
-        """One ACKTR update on the whole rollout buffer."""
-        self.policy.set_training_mode(True)
+        """One ACKTR update on the whole rollout (Wu et al. 2017, §3)."""
         kfac = self.kfac
-        self._update_learning_rate(kfac)
-        # batch_size=None: the whole rollout in one batch, one K-FAC step per rollout (like A2C)
-        rollout_data = next(iter(self.rollout_buffer.get(batch_size=None)))
-        actions = rollout_data.actions
-        if isinstance(self.action_space, spaces.Discrete):
-            actions = actions.long().flatten()
-
-        distribution, values = distribution_and_values(self.policy, rollout_data.observations)
+        self._begin_update(kfac)
+        data, actions = self._whole_batch()
+        # 1. one training-mode forward pass: the distribution, the values, K-FAC's input factors
+        distribution, values = distribution_and_values(self.policy, data.observations)
         old_distribution = distribution.distribution  # snapshot: SB3 reuses the distribution object
         values = values.flatten()
         log_prob = distribution.log_prob(actions)
         entropy = distribution.entropy()
-
-        advantages = rollout_data.advantages
-        if self.normalize_advantage and len(advantages) > 1:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-
-        policy_loss = -(advantages * log_prob).mean()
-        value_loss = F.mse_loss(rollout_data.returns, values)
+        # A2C's loss
+        policy_loss = -(self._standardized(data.advantages) * log_prob).mean()
+        value_loss = F.mse_loss(data.returns, values)
         entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
         loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
-
         if not th.isfinite(loss):
-            warnings.warn(
-                f"{type(self).__name__}: non-finite loss ({float(loss.detach())}), the update was skipped", RuntimeWarning
-            )
-            kfac.counters["skipped_steps"] += 1
-            kfac._release_records()
-            self.logger.record("train/kfac_skipped_updates", kfac.counters["skipped_steps"])
+            kfac.discard_statistics()
+            self._skip_update(f"non-finite loss ({float(loss.detach())})")
             return
-
+        # 2. the sampled Fisher loss gives the output-gradient factors
         if kfac.stats_due:
-            kfac.record_fisher(self._fisher_loss(distribution, values, rollout_data.returns))
+            kfac.record_fisher(self._fisher_loss(distribution, values, data.returns))
+        # 3. the natural-gradient step inside the trust region
         kfac.zero_grad()
         loss.backward()
         kfac.step()
-
-        self._n_updates += 1
-        self._iterations_in_learn += 1
-        if self._logs_written_after_this_update():
-            # exact KL(old || new) on the batch: one more actor forward, only when the value will be logged
-            with th.no_grad():
-                new_distribution = self.policy.get_distribution(rollout_data.observations)
-                kl = float(policy_kl(old_distribution, new_distribution).mean())
-            self.logger.record("train/kl", kl)
-
-        explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
-
         info = kfac.last_step_info
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self.logger.record("train/explained_variance", explained_var)
-        self.logger.record("train/entropy_loss", entropy_loss.item())
-        self.logger.record("train/policy_loss", policy_loss.item())
-        self.logger.record("train/value_loss", value_loss.item())
-        self.logger.record("train/step_size", info.get("step_size", 0.0))
-        self.logger.record("train/natural_grad_norm", info.get("natural_grad_norm", float("nan")))
-        self.logger.record("train/vFv", info.get("vFv", float("nan")))
-        self.logger.record("train/kfac_warmup", info.get("warmup", 0.0))
-        self.logger.record("train/kfac_skipped_updates", kfac.counters["skipped_steps"])
-        self.logger.record("train/kfac_inverse_fallbacks", kfac.counters["inverse_fallbacks"])
+        if info.get("skipped"):
+            self._skip_update("K-FAC refused a non-finite gradient or update")
+            return
+        # exact KL(old || new) on the batch: one more actor forward, only when the value reaches the log
+        kl = self._exact_kl(old_distribution, data.observations) if self._logs_written_after_this_update() else None
+        bellman_std = {}
         if self.adaptive_gauss_newton and self.bellman_error_var is not None:
-            self.logger.record("train/bellman_error_std", float(np.sqrt(self.bellman_error_var)))
-        if hasattr(self.policy, "log_std"):
-            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
-
-    @classmethod
-    def load(  # type: ignore[override]
-        cls: type[SelfACKTR],
-        path: str | pathlib.Path | io.BufferedIOBase,
-        env: GymEnv | None = None,
-        device: th.device | str = "auto",
-        custom_objects: dict[str, Any] | None = None,
-        print_system_info: bool = False,
-        force_reset: bool = True,
-        **kwargs: Any,
-    ) -> SelfACKTR:
-        """
-        Load a saved ACKTR model (policy, K-FAC state and all settings); refuses files saved by other algorithms.
-
-        See ``stable_baselines3.common.base_class.BaseAlgorithm.load`` for the arguments.
-        """
-        check_saved_algorithm(path, cls.__name__, ("kfac_clip", "vf_fisher_coef"))
-        return super().load(
-            path,
-            env=env,
-            device=device,
-            custom_objects=custom_objects,
-            print_system_info=print_system_info,
-            force_reset=force_reset,
-            **kwargs,
-        )
-
-    def learn(
-        self: SelfACKTR,
-        total_timesteps: int,
-        callback: MaybeCallback = None,
-        log_interval: int = 100,
-        tb_log_name: str = "ACKTR",
-        reset_num_timesteps: bool = True,
-        progress_bar: bool = False,
-    ) -> SelfACKTR:
-        self._start_log_schedule(log_interval)
-        return super().learn(
-            total_timesteps=total_timesteps,
-            callback=callback,
-            log_interval=log_interval,
-            tb_log_name=tb_log_name,
-            reset_num_timesteps=reset_num_timesteps,
-            progress_bar=progress_bar,
+            bellman_std["bellman_error_std"] = float(np.sqrt(self.bellman_error_var))
+        self._finish_update(
+            policy_loss=policy_loss.item(),
+            value_loss=value_loss.item(),
+            entropy_loss=entropy_loss.item(),
+            kl=kl,
+            step_size=info.get("step_size", 0.0),
+            natural_grad_norm=info.get("natural_grad_norm", float("nan")),
+            vFv=info.get("vFv", float("nan")),
+            kfac_warmup=info.get("warmup", 0.0),
+            kfac_inverse_fallbacks=kfac.counters["inverse_fallbacks"],
+            **bellman_std,
         )

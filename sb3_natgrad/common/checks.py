@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
+import numpy as np
 from gymnasium import spaces
+
+from sb3_natgrad.optim.validation import invalid, is_int, is_number
 
 SUPPORTED_ACTION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
 _FLAT_OBSERVATION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_number(
@@ -40,7 +40,7 @@ def check_number(
     """
     if value is None and allow_none:
         return
-    ok = _is_number(value)
+    ok = is_number(value)
     if ok and low is not None:
         ok = value >= low if low_inclusive else value > low
     if ok and high is not None:
@@ -49,7 +49,7 @@ def check_number(
         left = "(-inf" if low is None else ("[" if low_inclusive else "(") + f"{low:g}"
         right = "inf)" if high is None else f"{high:g}" + ("]" if high_inclusive else ")")
         extra = " or None" if allow_none else ""
-        raise ValueError(f"{algo}: invalid {name}={value!r}, expected a finite number in {left}, {right}{extra}")
+        raise invalid(algo, name, value, f"a finite number in {left}, {right}{extra}")
 
 
 def check_int(algo: str, name: str, value: Any, *, low: int = 0, allow_none: bool = False) -> None:
@@ -64,9 +64,9 @@ def check_int(algo: str, name: str, value: Any, *, low: int = 0, allow_none: boo
     """
     if value is None and allow_none:
         return
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+    if not is_int(value, low):
         extra = " or None" if allow_none else ""
-        raise ValueError(f"{algo}: invalid {name}={value!r}, expected an integer >= {low}{extra}")
+        raise invalid(algo, name, value, f"an integer >= {low}{extra}")
 
 
 def check_learning_rate(algo: str, name: str, value: Any) -> None:
@@ -92,7 +92,7 @@ def check_choice(algo: str, name: str, value: Any, choices: tuple[Any, ...]) -> 
     :param choices: allowed values
     """
     if value not in choices:
-        raise ValueError(f"{algo}: invalid {name}={value!r}, expected one of {choices}")
+        raise invalid(algo, name, value, f"one of {choices}")
 
 
 def check_spaces(algo: str, observation_space: spaces.Space, action_space: spaces.Space) -> None:
@@ -153,3 +153,49 @@ def check_not_recurrent(algo: str, policy: Any) -> None:
             f"{algo} does not support recurrent policies (got policy={name!r}): use MlpPolicy, CnnPolicy or "
             "MultiInputPolicy, and frame stacking for memory"
         )
+
+
+def check_bool(algo: str, name: str, value: Any) -> None:
+    """
+    Raise a ``ValueError`` naming ``name`` unless ``value`` is ``True`` or ``False`` (NumPy's ``bool_`` included).
+
+    :param algo: algorithm name used in the message
+    :param name: argument name
+    :param value: the value given
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise invalid(algo, name, value, "True or False")
+
+
+#: ``check(algo, name, value)`` raises a ``ValueError`` naming ``name`` if ``value`` is bad
+ArgumentCheck = Callable[[str, str, Any], None]
+
+#: The checks of the arguments every sb3_natgrad algorithm takes from ``OnPolicyAlgorithm``. An algorithm adds its
+#: own in ``argument_checks`` (and may override one of these, e.g. to forbid ``None``).
+SHARED_ARGUMENT_CHECKS: dict[str, ArgumentCheck] = {
+    "learning_rate": check_learning_rate,
+    "n_steps": partial(check_int, low=1),
+    "gamma": partial(check_number, low=0.0, high=1.0),
+    "gae_lambda": partial(check_number, low=0.0, high=1.0),
+    "ent_coef": check_number,
+    "vf_coef": partial(check_number, low=0.0),
+    "max_grad_norm": partial(check_number, low=0.0, low_inclusive=False, allow_none=True),
+    "normalize_advantage": check_bool,
+    "use_sde": check_bool,
+    "sde_sample_freq": partial(check_int, low=-1),
+    "stats_window_size": partial(check_int, low=1),
+}
+
+
+def check_arguments(algo: str, checks: Mapping[str, ArgumentCheck], arguments: Mapping[str, Any]) -> None:
+    """
+    Check every argument that has a check.
+
+    :param algo: algorithm name used in the messages
+    :param checks: argument name -> check
+    :param arguments: argument name -> value given
+    :raises ValueError: naming the first bad argument
+    """
+    for name, check in checks.items():
+        if name in arguments:
+            check(algo, name, arguments[name])

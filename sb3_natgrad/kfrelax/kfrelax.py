@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-import io
 import math
-import pathlib
 import warnings
 from contextlib import nullcontext
-from typing import Any, ClassVar, TypeVar
+from functools import partial
+from typing import Any, ClassVar
 
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
-from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
-from stable_baselines3.common.utils import explained_variance
+from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from torch import nn
 from torch.nn import functional as F
 
-from sb3_natgrad.common.checks import (
-    check_choice,
-    check_int,
-    check_learning_rate,
-    check_not_recurrent,
-    check_number,
-    check_spaces,
-)
+from sb3_natgrad.common.checks import ArgumentCheck, check_choice, check_int, check_number
 from sb3_natgrad.common.control_variate import (
     ControlVariate,
     estimator_variance_loss,
@@ -35,10 +25,8 @@ from sb3_natgrad.common.control_variate import (
     record_control_variate_fisher,
     relax_surrogate,
 )
-from sb3_natgrad.common.distributions import policy_kl
-from sb3_natgrad.common.log_schedule import LogScheduleMixin
+from sb3_natgrad.common.on_policy import NaturalGradientAlgorithm, own_arguments
 from sb3_natgrad.common.relaxations import DiagGaussianReparameterization, DiscreteRelaxation
-from sb3_natgrad.common.save_util import check_saved_algorithm
 from sb3_natgrad.kfrelax.buffers import NOISY_BUFFERS, NoisyDictRolloutBuffer, NoisyRolloutBuffer
 from sb3_natgrad.kfrelax.policies import (
     KFRELAXCnnPolicy,
@@ -48,8 +36,7 @@ from sb3_natgrad.kfrelax.policies import (
     RelaxForward,
 )
 from sb3_natgrad.optim import KFAC
-
-SelfKFRELAX = TypeVar("SelfKFRELAX", bound="KFRELAX")
+from sb3_natgrad.optim.validation import all_finite
 
 CV_OPTIMIZERS = ("kfac", "adam")
 CV_LOSSES = ("exact", "proxy")
@@ -68,7 +55,7 @@ VARIANCE_GROUPS = 8
 MAX_KL_BACKTRACKS = 10
 
 
-class KFRELAX(LogScheduleMixin, OnPolicyAlgorithm):
+class KFRELAX(NaturalGradientAlgorithm):
     """
     KFRELAX: RELAX (discrete actions) / LAX (Box actions) policy gradients whose control variate ``c_phi`` is trained by
     K-FAC on the estimator's variance (KF-RELAX / KF-LAX, Firouzi 2018, seed 000, Alg. 1-2), or by Adam
@@ -183,8 +170,37 @@ class KFRELAX(LogScheduleMixin, OnPolicyAlgorithm):
         "MultiInputPolicy": KFRELAXMultiInputPolicy,
         "MinAtarPolicy": KFRELAXMinAtarPolicy,
     }
+    argument_checks: ClassVar[dict[str, ArgumentCheck]] = {
+        "max_kl": partial(check_number, low=0.0, low_inclusive=False, allow_none=True),
+        "target": partial(check_choice, choices=TARGETS),
+        "cv_optimizer": partial(check_choice, choices=CV_OPTIMIZERS),
+        "cv_loss": partial(check_choice, choices=CV_LOSSES),
+        "cv_learning_rate": partial(check_number, low=0.0, allow_none=True),
+        "cv_scalar_learning_rate": partial(check_number, low=0.0, allow_none=True),
+        "cv_damping": partial(check_number, low=0.0, low_inclusive=False),
+        "cv_kl_clip": partial(check_number, low=0.0, low_inclusive=False),
+        "cv_momentum": partial(check_number, low=0.0, high=1.0, high_inclusive=False),
+        "cv_stat_decay": partial(check_number, low=0.0, high=1.0, high_inclusive=False),
+        "cv_inverse_interval": partial(check_int, low=1),
+    }
+    saved_markers = ("cv_optimizer", "cv_loss")
+
     policy: KFRELAXPolicy
     rollout_buffer: NoisyRolloutBuffer | NoisyDictRolloutBuffer  # type: ignore[assignment]
+    max_kl: float | None
+    target: str
+    normalize_advantage: bool
+    cv_optimizer: str
+    cv_loss: str
+    cv_learning_rate: float | None
+    cv_scalar_learning_rate: float | None
+    cv_damping: float
+    cv_kl_clip: float
+    cv_momentum: float
+    cv_stat_decay: float
+    cv_inverse_interval: int
+    #: control-variate updates skipped for a non-finite gradient (the policy update itself may still be taken)
+    cv_skipped_updates: int = 0
 
     def __init__(
         self,
@@ -220,88 +236,23 @@ class KFRELAX(LogScheduleMixin, OnPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ):
+        super().__init__(**own_arguments(locals()))
+
+    def _check_argument_combinations(self, arguments: dict[str, Any]) -> None:
         name = type(self).__name__
-        check_not_recurrent(name, policy)
-        check_learning_rate(name, "learning_rate", learning_rate)
-        check_int(name, "n_steps", n_steps, low=1)
-        check_number(name, "gamma", gamma, low=0.0, high=1.0)
-        check_number(name, "gae_lambda", gae_lambda, low=0.0, high=1.0)
-        check_number(name, "ent_coef", ent_coef)
-        check_number(name, "vf_coef", vf_coef, low=0.0)
-        check_number(name, "max_grad_norm", max_grad_norm, low=0.0, low_inclusive=False, allow_none=True)
-        check_number(name, "max_kl", max_kl, low=0.0, low_inclusive=False, allow_none=True)
-        check_choice(name, "target", target, TARGETS)
-        check_choice(name, "cv_optimizer", cv_optimizer, CV_OPTIMIZERS)
-        check_choice(name, "cv_loss", cv_loss, CV_LOSSES)
-        check_number(name, "cv_learning_rate", cv_learning_rate, low=0.0, allow_none=True)
-        check_number(name, "cv_scalar_learning_rate", cv_scalar_learning_rate, low=0.0, allow_none=True)
-        check_number(name, "cv_damping", cv_damping, low=0.0, low_inclusive=False)
-        check_number(name, "cv_kl_clip", cv_kl_clip, low=0.0, low_inclusive=False)
-        check_number(name, "cv_momentum", cv_momentum, low=0.0, high=1.0, high_inclusive=False)
-        check_number(name, "cv_stat_decay", cv_stat_decay, low=0.0, high=1.0, high_inclusive=False)
-        check_int(name, "cv_inverse_interval", cv_inverse_interval, low=1)
-        if use_sde:
+        if arguments["use_sde"]:
             raise ValueError(f"{name}: invalid use_sde=True, gSDE is not supported (LAX needs a = mu + sigma * eps)")
-        if rollout_buffer_class is not None and not (
-            isinstance(rollout_buffer_class, type) and issubclass(rollout_buffer_class, NOISY_BUFFERS)
-        ):
+        buffer_class = arguments["rollout_buffer_class"]
+        if buffer_class is not None and not (isinstance(buffer_class, type) and issubclass(buffer_class, NOISY_BUFFERS)):
             raise ValueError(
-                f"{name}: invalid rollout_buffer_class={rollout_buffer_class!r}, it must store the acting noise: use "
+                f"{name}: invalid rollout_buffer_class={buffer_class!r}, it must store the acting noise: use "
                 "NoisyRolloutBuffer / NoisyDictRolloutBuffer (sb3_natgrad.kfrelax.buffers) or a subclass"
             )
-        if env is not None and hasattr(env, "observation_space") and hasattr(env, "action_space"):
-            check_spaces(name, env.observation_space, env.action_space)
-
-        super().__init__(
-            policy,
-            env,
-            learning_rate=learning_rate,
-            n_steps=n_steps,
-            gamma=gamma,
-            gae_lambda=gae_lambda,
-            ent_coef=ent_coef,
-            vf_coef=vf_coef,
-            max_grad_norm=max_grad_norm,  # type: ignore[arg-type]
-            use_sde=False,
-            sde_sample_freq=-1,
-            rollout_buffer_class=rollout_buffer_class,
-            rollout_buffer_kwargs=rollout_buffer_kwargs,
-            stats_window_size=stats_window_size,
-            tensorboard_log=tensorboard_log,
-            policy_kwargs=policy_kwargs,
-            verbose=verbose,
-            device=device,
-            seed=seed,
-            _init_setup_model=False,
-            supported_action_spaces=None,  # checked by check_spaces with a clearer error
-        )
-        if self.env is not None:
-            check_spaces(name, self.observation_space, self.action_space)
-
-        self.max_kl = max_kl
-        self.target = target
-        self.normalize_advantage = normalize_advantage
-        self.cv_optimizer = cv_optimizer
-        self.cv_loss = cv_loss
-        self.cv_learning_rate = cv_learning_rate
-        self.cv_scalar_learning_rate = cv_scalar_learning_rate
-        self.cv_damping = cv_damping
-        self.cv_kl_clip = cv_kl_clip
-        self.cv_momentum = cv_momentum
-        self.cv_stat_decay = cv_stat_decay
-        self.cv_inverse_interval = cv_inverse_interval
-        self.skipped_updates = 0
-        self.cv_skipped_updates = 0
-        # learn()'s log interval, to compute log-only values only for updates whose logs are written
-
-        if _init_setup_model:
-            self._setup_model()
 
     # -- set-up --------------------------------------------------------------------------------------------------
 
     def _setup_model(self) -> None:
         name = type(self).__name__
-        check_spaces(name, self.observation_space, self.action_space)
         if self.rollout_buffer_class is None:
             self.rollout_buffer_class = (
                 NoisyDictRolloutBuffer if isinstance(self.observation_space, spaces.Dict) else NoisyRolloutBuffer
@@ -358,7 +309,7 @@ class KFRELAX(LogScheduleMixin, OnPolicyAlgorithm):
 
     # -- the estimator -------------------------------------------------------------------------------------------
 
-    def _actions_for_training(self, actions: th.Tensor) -> th.Tensor:
+    def _training_actions(self, actions: th.Tensor) -> th.Tensor:
         """Buffer actions (float32, ``[N, action_dim]``) in the layout of the relaxations."""
         if isinstance(self.action_space, spaces.Discrete):
             return actions.long().flatten()
@@ -435,30 +386,22 @@ class KFRELAX(LogScheduleMixin, OnPolicyAlgorithm):
 
     # -- training ------------------------------------------------------------------------------------------------
 
-    def _skip(self, reason: str) -> None:
-        self.skipped_updates += 1
-        warnings.warn(f"{type(self).__name__}: {reason}, the update was skipped", RuntimeWarning)
-        self.logger.record("train/skipped_updates", self.skipped_updates)
-
     def train(self) -> None:
         """One KFRELAX update on the whole rollout buffer (exactly one per rollout)."""
         policy = self.policy
-        policy.set_training_mode(True)
-        self._update_learning_rate(policy.optimizer)
-        self._iterations_in_learn += 1
+        self._begin_update(policy.optimizer)
         buffer = self.rollout_buffer
         if buffer.used_for_update:
-            self._skip("this rollout was already used for an update (KFRELAX is strictly on-policy: one update per rollout)")
+            self._skip_update(
+                "this rollout was already used for an update (KFRELAX is strictly on-policy: one update per rollout)"
+            )
             return
         buffer.used_for_update = True
         kfac = self.kfac
 
-        data = next(iter(buffer.get(batch_size=None)))
+        data, actions = self._whole_batch()
         n = data.returns.shape[0]
-        actions = self._actions_for_training(data.actions)
-        targets = data.advantages if self.target == "advantage" else data.returns
-        if self.normalize_advantage and n > 1:
-            targets = (targets - targets.mean()) / (targets.std() + 1e-8)
+        targets = self._standardized(data.advantages if self.target == "advantage" else data.returns)
 
         # The estimator's three c_phi forwards are not K-FAC statistics (those come from one dedicated pass below).
         stats_pause = kfac.no_statistics() if kfac is not None else nullcontext()
@@ -469,7 +412,7 @@ class KFRELAX(LogScheduleMixin, OnPolicyAlgorithm):
             mismatch_rate = float(mismatch.float().mean())
             self.logger.record("train/action_mismatch", mismatch_rate)
             if mismatch_rate > ACTION_MISMATCH_TOLERANCE:
-                self._skip(
+                self._skip_update(
                     f"{mismatch_rate:.1%} of the stored noise does not reproduce the stored actions with the current policy "
                     "(the rollout was not collected by this policy, or the policy changed since)"
                 )
@@ -481,7 +424,7 @@ class KFRELAX(LogScheduleMixin, OnPolicyAlgorithm):
         value_loss = F.mse_loss(data.returns, out.values)
         aux_loss = self.ent_coef * entropy_loss + self.vf_coef * value_loss
         if not (th.isfinite(objective) and th.isfinite(aux_loss)):
-            self._skip(
+            self._skip_update(
                 f"non-finite loss (objective {objective.detach().item()}, entropy/value loss {aux_loss.detach().item()})"
             )
             return
@@ -508,8 +451,8 @@ class KFRELAX(LogScheduleMixin, OnPolicyAlgorithm):
         cv_loss = n * variance_loss
         cv_grads = th.autograd.grad(cv_loss, cv_params, allow_unused=True)
         g_hat = [g.detach() for g in g_hat]
-        if not _all_finite(g_hat) or not _all_finite([g for g in aux_grads if g is not None]):
-            self._skip("non-finite policy gradient")
+        if not all_finite(g_hat) or not all_finite([g for g in aux_grads if g is not None]):
+            self._skip_update("non-finite policy gradient")
             return
 
         # ---- policy step: theta.grad = -g_hat + grad(ent_coef * entropy_loss + vf_coef * value_loss)
@@ -523,31 +466,24 @@ class KFRELAX(LogScheduleMixin, OnPolicyAlgorithm):
         # ---- control-variate step
         self._cv_step(cv_params, cv_grads, terms, out.cv_obs)
 
-        self._n_updates += 1
-
-        explained_var = explained_variance(buffer.values.flatten(), buffer.returns.flatten())
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self.logger.record("train/explained_variance", explained_var)
-        self.logger.record("train/entropy_loss", entropy_loss.detach().item())
-        self.logger.record("train/policy_loss", -objective.detach().item())
-        self.logger.record("train/value_loss", value_loss.detach().item())
-        self.logger.record("train/cv_loss", cv_loss.detach().item())
-        self.logger.record("train/cv_scale", self.control_variate.scale.detach().item())
+        logged = {"cv_loss": cv_loss.detach().item(), "cv_scale": self.control_variate.scale.detach().item()}
         temperature = self.control_variate.temperature
         if temperature is not None:
-            self.logger.record("train/temperature", temperature.detach().item())
-        if kl is not None:
-            self.logger.record("train/kl", kl)
-        self.logger.record("train/update_scale", update_scale)
-        self.logger.record("train/cv_skipped_updates", self.cv_skipped_updates)
-        self.logger.record("train/skipped_updates", self.skipped_updates)
+            logged["temperature"] = temperature.detach().item()
+        logged.update(update_scale=update_scale, cv_skipped_updates=self.cv_skipped_updates)
         if kfac is not None:
-            info = kfac.last_step_info
-            self.logger.record("train/cv_step_size", info.get("step_size", 0.0))
-            self.logger.record("train/cv_kfac_skipped_updates", kfac.counters["skipped_steps"])
-            self.logger.record("train/cv_kfac_inverse_fallbacks", kfac.counters["inverse_fallbacks"])
-        if hasattr(policy, "log_std"):
-            self.logger.record("train/std", th.exp(policy.log_std).mean().detach().item())
+            logged.update(
+                cv_step_size=kfac.last_step_info.get("step_size", 0.0),
+                cv_kfac_skipped_updates=kfac.counters["skipped_steps"],
+                cv_kfac_inverse_fallbacks=kfac.counters["inverse_fallbacks"],
+            )
+        self._finish_update(
+            policy_loss=-objective.detach().item(),
+            value_loss=value_loss.detach().item(),
+            entropy_loss=entropy_loss.detach().item(),
+            kl=kl,
+            **logged,
+        )
 
     def _policy_step(
         self,
@@ -578,11 +514,7 @@ class KFRELAX(LogScheduleMixin, OnPolicyAlgorithm):
         before_policy = [p.detach().clone() for p in policy_params]
         optimizer.step()
         kl, update_scale = self._cap_update(obs, old_distribution, actor_params, before, log_this_update)
-        if (kl is not None and not math.isfinite(kl)) or not _all_finite([p.detach() for p in policy_params]):
-            with th.no_grad():
-                for p, b in zip(policy_params, before_policy):
-                    p.copy_(b)
-            self._skip("non-finite policy after the optimizer step (reverted)")
+        if not self._keep_if_finite(policy_params, before_policy, kl):
             return None
         return kl, update_scale
 
@@ -602,14 +534,7 @@ class KFRELAX(LogScheduleMixin, OnPolicyAlgorithm):
         if self.max_kl is None and not log_this_update:
             return None, 1.0
 
-        def batch_kl() -> float:
-            with th.no_grad():
-                try:
-                    return float(policy_kl(old_distribution, self.policy.get_distribution(obs)).mean())
-                except ValueError:  # torch's argument validation of a distribution with non-finite parameters
-                    return math.nan
-
-        kl = batch_kl()
+        kl = self._exact_kl(old_distribution, obs)
         scale = 1.0
         if self.max_kl is None:
             return kl, scale
@@ -622,7 +547,7 @@ class KFRELAX(LogScheduleMixin, OnPolicyAlgorithm):
             with th.no_grad():
                 for p, b, d in zip(actor_params, before, deltas):
                     p.copy_(b + scale * d)
-            kl = batch_kl()
+            kl = self._exact_kl(old_distribution, obs)
         return kl, scale
 
     def _cv_step(
@@ -630,7 +555,7 @@ class KFRELAX(LogScheduleMixin, OnPolicyAlgorithm):
     ) -> None:
         """Apply the variance-loss gradient to ``c_phi`` (K-FAC or Adam on the layers, Adam on ``log tau`` and scale)."""
         grads = [th.zeros_like(p) if g is None else g.detach() for p, g in zip(cv_params, cv_grads)]
-        if not _all_finite(grads):
+        if not all_finite(grads):
             # KFAC would skip by itself, but the scalars' Adam would not: skip both (before recording statistics).
             self.cv_skipped_updates += 1
             warnings.warn(
@@ -652,57 +577,3 @@ class KFRELAX(LogScheduleMixin, OnPolicyAlgorithm):
                 for p in group["params"]:
                     p.grad = grad_of.get(id(p), th.zeros_like(p)).clone()
             optimizer.step()
-
-    # -- learn / load --------------------------------------------------------------------------------------------
-
-    def learn(
-        self: SelfKFRELAX,
-        total_timesteps: int,
-        callback: MaybeCallback = None,
-        log_interval: int = 100,
-        tb_log_name: str = "KFRELAX",
-        reset_num_timesteps: bool = True,
-        progress_bar: bool = False,
-    ) -> SelfKFRELAX:
-        self._start_log_schedule(log_interval)
-        return super().learn(
-            total_timesteps=total_timesteps,
-            callback=callback,
-            log_interval=log_interval,
-            tb_log_name=tb_log_name,
-            reset_num_timesteps=reset_num_timesteps,
-            progress_bar=progress_bar,
-        )
-
-    @classmethod
-    def load(  # type: ignore[override]
-        cls: type[SelfKFRELAX],
-        path: str | pathlib.Path | io.BufferedIOBase,
-        env: GymEnv | None = None,
-        device: th.device | str = "auto",
-        custom_objects: dict[str, Any] | None = None,
-        print_system_info: bool = False,
-        force_reset: bool = True,
-        **kwargs: Any,
-    ) -> SelfKFRELAX:
-        """
-        Load a saved KFRELAX model (policy with ``c_phi``, all optimizer states, settings); refuses other algorithms' files.
-
-        See ``stable_baselines3.common.base_class.BaseAlgorithm.load`` for the arguments.
-        """
-        check_saved_algorithm(path, cls.__name__, ("cv_optimizer", "cv_loss"))
-        return super().load(
-            path,
-            env=env,
-            device=device,
-            custom_objects=custom_objects,
-            print_system_info=print_system_info,
-            force_reset=force_reset,
-            **kwargs,
-        )
-
-
-def _all_finite(tensors: list[th.Tensor]) -> bool:
-    if not tensors:
-        return True
-    return bool(th.isfinite(th.cat([t.reshape(-1) for t in tensors])).all())

@@ -22,6 +22,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from sb3_natgrad.optim import kronecker
+from sb3_natgrad.optim.validation import all_finite, invalid, is_int, is_number
 
 INVERSE_METHODS = ("eigen", "cholesky")
 DAMPING_TYPES = ("kronecker", "factored")
@@ -172,7 +173,9 @@ class KFAC(Optimizer):
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"KFAC needs the nn.Module to optimise (it hooks its layers), got {type(model).__name__}")
-        damping_type = _validate_arguments(
+        damping_type = check_kfac_arguments(
+            "KFAC",
+            None,
             lr=lr,
             momentum=momentum,
             damping=damping,
@@ -186,6 +189,8 @@ class KFAC(Optimizer):
             warmup_steps=warmup_steps,
             warmup_max_grad_norm=warmup_max_grad_norm,
             stats_batch_size=stats_batch_size,
+            stats_dtype=stats_dtype,
+            conv_factors=conv_factors,
         )
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
@@ -231,7 +236,7 @@ class KFAC(Optimizer):
         not_convs = sorted(set(conv_modes) - covered_convs)
         if not_convs:
             raise ValueError(
-                f"KFAC argument conv_factors names layers that are not convolutions K-FAC covers: {not_convs} "
+                f"KFAC: conv_factors names layers that are not convolutions K-FAC covers: {not_convs} "
                 f"(covered nn.Conv2d layers: {sorted(covered_convs)}; Linear layers have no conv_factors)"
             )
         covered = {id(p) for layer in self.layers for p in (layer.weight, layer.bias) if p is not None}
@@ -378,6 +383,10 @@ class KFAC(Optimizer):
                     self._accumulate(layer, record, grad, batch_averaged)
         self._release_records()
 
+    def discard_statistics(self) -> None:
+        """Drop this step's recorded forward passes without using them (e.g. when the caller skips the update)."""
+        self._release_records()
+
     def _release_records(self) -> None:
         for layer in self.layers:
             layer.records = []
@@ -390,10 +399,10 @@ class KFAC(Optimizer):
             if layer.a_sum is not None and layer.g_sum is not None and layer.a_rows > 0 and layer.g_samples > 0
         ]
         # one finiteness check for all layers; per layer only if something is wrong
-        all_finite = _all_finite([t for layer in ready for t in (layer.a_sum, layer.g_sum) if t is not None])
+        statistics_finite = all_finite([t for layer in ready for t in (layer.a_sum, layer.g_sum) if t is not None])
         for layer in ready:
             assert layer.a_sum is not None and layer.g_sum is not None
-            if not all_finite and not _all_finite([layer.a_sum, layer.g_sum]):
+            if not statistics_finite and not all_finite([layer.a_sum, layer.g_sum]):
                 self.counters["rejected_stats"] += 1
                 self._warn_once(f"stats:{layer.name}", f"KFAC: non-finite statistics for layer '{layer.name}' were discarded")
                 continue
@@ -572,7 +581,7 @@ class KFAC(Optimizer):
             grads[id(p)] = grad
         if not grads:
             return grads
-        return grads if _all_finite(list(grads.values())) else None
+        return grads if all_finite(list(grads.values())) else None
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -667,7 +676,7 @@ class KFAC(Optimizer):
                 out.append((new_buf, new_buf * step_lr))
             else:
                 out.append((None, direction * step_lr))
-        return out if _all_finite([update for _, update in out]) else None
+        return out if all_finite([update for _, update in out]) else None
 
     def _clear_step_buffers(self) -> None:
         for layer in self.layers:
@@ -754,61 +763,92 @@ class KFAC(Optimizer):
             warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
-def _all_finite(tensors: list[torch.Tensor]) -> bool:
-    """One check (and one device synchronisation) for a list of tensors."""
-    if not tensors:
-        return True
-    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
-
-
-def _bad(name: str, value: Any, expected: str) -> ValueError:
-    return ValueError(f"KFAC argument {name}={value!r} is invalid: expected {expected}")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_int(value: Any, low: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
-
-
-def _validate_arguments(
+def check_kfac_arguments(
+    owner: str = "KFAC",
+    names: Mapping[str, str] | None = None,
     *,
-    lr: float,
-    momentum: float,
-    damping: float,
-    weight_decay: float,
-    kl_clip: float | None,
-    stat_decay: float,
-    stats_interval: int,
-    inverse_interval: int,
-    inverse_method: str,
-    damping_type: str | None,
-    warmup_steps: int,
-    warmup_max_grad_norm: float | None,
-    stats_batch_size: int | None,
+    lr: float = 0.25,
+    momentum: float = 0.9,
+    damping: float = 0.01,
+    weight_decay: float = 0.0,
+    kl_clip: float | None = 0.001,
+    stat_decay: float = 0.99,
+    stats_interval: int = 1,
+    inverse_interval: int = 10,
+    inverse_method: str = "eigen",
+    damping_type: str | None = None,
+    warmup_steps: int = 0,
+    warmup_max_grad_norm: float | None = None,
+    stats_batch_size: int | None = None,
+    stats_dtype: torch.dtype | str | None = None,
+    conv_factors: str | Mapping[str, str] = "expand",
 ) -> str:
-    """Check the K-FAC hyperparameters; return the resolved damping type."""
+    """
+    Check K-FAC's hyperparameters (the keyword arguments of :class:`KFAC`) with errors that name the bad value.
+
+    :param owner: the class named in the error (an algorithm that builds a ``KFAC`` checks its own arguments here)
+    :param names: the owner's names of K-FAC's arguments, e.g. ``{"kl_clip": "kfac_clip"}`` for ACKTR
+    :return: the resolved damping type
+    :raises ValueError: naming the first bad argument
+    """
+    names = dict(names or {})
+
+    def bad(name: str, value: Any, expected: str) -> ValueError:
+        return invalid(owner, names.get(name, name), value, expected)
+
     for name, value in (("lr", lr), ("damping", damping), ("weight_decay", weight_decay)):
-        if not _is_number(value) or value < 0:
-            raise _bad(name, value, "a finite number >= 0")
+        if not is_number(value) or value < 0:
+            raise bad(name, value, "a finite number >= 0")
     for name, value in (("momentum", momentum), ("stat_decay", stat_decay)):
-        if not _is_number(value) or not 0 <= value < 1:
-            raise _bad(name, value, "a number in [0, 1)")
+        if not is_number(value) or not 0 <= value < 1:
+            raise bad(name, value, "a number in [0, 1)")
     for name, value in (("kl_clip", kl_clip), ("warmup_max_grad_norm", warmup_max_grad_norm)):
-        if value is not None and (not _is_number(value) or value <= 0):
-            raise _bad(name, value, "a number > 0, or None to disable it")
+        if value is not None and (not is_number(value) or value <= 0):
+            raise bad(name, value, "a number > 0, or None to disable it")
     for name, value, low in (
         ("stats_interval", stats_interval, 1),
         ("inverse_interval", inverse_interval, 1),
         ("warmup_steps", warmup_steps, 0),
     ):
-        if not _is_int(value, low):
-            raise _bad(name, value, f"an integer >= {low}")
-    if stats_batch_size is not None and not _is_int(stats_batch_size, 1):
-        raise _bad("stats_batch_size", stats_batch_size, "an integer >= 1 or None")
-    return _resolve_damping_type(inverse_method, damping_type, damping)
+        if not is_int(value, low):
+            raise bad(name, value, f"an integer >= {low}")
+    if stats_batch_size is not None and not is_int(stats_batch_size, 1):
+        raise bad("stats_batch_size", stats_batch_size, "an integer >= 1 or None")
+    damping_type = _resolve_damping_type(bad, inverse_method, damping_type, damping)
+    if _stats_dtype_or_none(stats_dtype) is _UNKNOWN:
+        raise bad("stats_dtype", stats_dtype, f"None or one of {tuple(STATS_DTYPES)} (as torch.dtype or name)")
+    if _conv_factors_or_none(conv_factors) is None:
+        raise bad("conv_factors", conv_factors, CONV_FACTORS_EXPECTED)
+    return damping_type
+
+
+def _resolve_damping_type(
+    bad: Callable[[str, Any, str], ValueError], inverse_method: str, damping_type: str | None, damping: float
+) -> str:
+    if inverse_method not in INVERSE_METHODS:
+        raise bad("inverse_method", inverse_method, f"one of {INVERSE_METHODS}")
+    if damping_type is None:
+        damping_type = "kronecker" if inverse_method == "eigen" else "factored"
+    if damping_type not in DAMPING_TYPES:
+        raise bad("damping_type", damping_type, f"one of {DAMPING_TYPES}")
+    if inverse_method == "cholesky" and damping_type == "kronecker":
+        raise bad("damping_type", damping_type, "'factored' with inverse_method='cholesky' (Kronecker damping needs eigh)")
+    if damping == 0 and damping_type == "factored":
+        raise bad("damping", damping, "a number > 0 with factored damping (the factors may be singular)")
+    return damping_type
+
+
+CONV_FACTORS_EXPECTED = f"one of {kronecker.CONV_FACTORS} or a mapping from convolution names to one of them"
+
+
+def _conv_factors_or_none(conv_factors: Any) -> tuple[str, dict[str, str]] | None:
+    if isinstance(conv_factors, str):
+        return (conv_factors, {}) if conv_factors in kronecker.CONV_FACTORS else None
+    if not isinstance(conv_factors, Mapping):
+        return None
+    if not all(isinstance(name, str) and mode in kronecker.CONV_FACTORS for name, mode in conv_factors.items()):
+        return None
+    return "expand", dict(conv_factors)
 
 
 def resolve_conv_factors(conv_factors: str | Mapping[str, str]) -> tuple[str, dict[str, str]]:
@@ -819,21 +859,28 @@ def resolve_conv_factors(conv_factors: str | Mapping[str, str]) -> tuple[str, di
     :return: (form of the layers not named, ``{layer name: form}``)
     :raises ValueError: naming the bad value
     """
-    expected = f"one of {kronecker.CONV_FACTORS} or a mapping from convolution names to one of them"
-    if isinstance(conv_factors, str):
-        if conv_factors not in kronecker.CONV_FACTORS:
-            raise _bad("conv_factors", conv_factors, expected)
-        return conv_factors, {}
-    if not isinstance(conv_factors, Mapping):
-        raise _bad("conv_factors", conv_factors, expected)
-    for name, mode in conv_factors.items():
-        if not isinstance(name, str) or mode not in kronecker.CONV_FACTORS:
-            raise _bad("conv_factors", {name: mode}, expected)
-    return "expand", dict(conv_factors)
+    resolved = _conv_factors_or_none(conv_factors)
+    if resolved is None:
+        raise invalid("KFAC", "conv_factors", conv_factors, CONV_FACTORS_EXPECTED)
+    return resolved
 
 
 # float16 is left out on purpose: its sums of squares over a convolution's patches overflow (max 65504).
 STATS_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
+
+
+_UNKNOWN = object()
+
+
+def _stats_dtype_or_none(stats_dtype: Any) -> Any:
+    """The dtype named by ``stats_dtype``, ``None`` for ``None``, ``_UNKNOWN`` for anything else."""
+    if stats_dtype is None:
+        return None
+    if isinstance(stats_dtype, str):
+        return STATS_DTYPES.get(stats_dtype.removeprefix("torch."), _UNKNOWN)
+    if isinstance(stats_dtype, torch.dtype) and stats_dtype in STATS_DTYPES.values():
+        return stats_dtype
+    return _UNKNOWN
 
 
 def resolve_stats_dtype(stats_dtype: torch.dtype | str | None) -> torch.dtype | None:
@@ -843,26 +890,7 @@ def resolve_stats_dtype(stats_dtype: torch.dtype | str | None) -> torch.dtype | 
     :param stats_dtype: ``None``, or one of the dtypes of ``STATS_DTYPES`` or its name
     :return: the dtype, or ``None``
     """
-    if stats_dtype is None:
-        return None
-    if isinstance(stats_dtype, str):
-        name = stats_dtype.removeprefix("torch.")
-        if name in STATS_DTYPES:
-            return STATS_DTYPES[name]
-    elif isinstance(stats_dtype, torch.dtype) and stats_dtype in STATS_DTYPES.values():
-        return stats_dtype
-    raise _bad("stats_dtype", stats_dtype, f"None or one of {tuple(STATS_DTYPES)} (as torch.dtype or name)")
-
-
-def _resolve_damping_type(inverse_method: str, damping_type: str | None, damping: float) -> str:
-    if inverse_method not in INVERSE_METHODS:
-        raise _bad("inverse_method", inverse_method, f"one of {INVERSE_METHODS}")
-    if damping_type is None:
-        damping_type = "kronecker" if inverse_method == "eigen" else "factored"
-    if damping_type not in DAMPING_TYPES:
-        raise _bad("damping_type", damping_type, f"one of {DAMPING_TYPES}")
-    if inverse_method == "cholesky" and damping_type == "kronecker":
-        raise _bad("damping_type", damping_type, "'factored' with inverse_method='cholesky' (Kronecker damping needs eigh)")
-    if damping == 0 and damping_type == "factored":
-        raise _bad("damping", damping, "a number > 0 with factored damping (the factors may be singular)")
-    return damping_type
+    dtype = _stats_dtype_or_none(stats_dtype)
+    if dtype is _UNKNOWN:
+        raise invalid("KFAC", "stats_dtype", stats_dtype, f"None or one of {tuple(STATS_DTYPES)} (as torch.dtype or name)")
+    return dtype

@@ -39,11 +39,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from numbers import Real
 from typing import Any
 
 import torch
 from torch import nn
+
+from sb3_natgrad.optim.validation import is_number
 
 FISHER_MODES = ("mean", "sample", "batch")
 NONFINITE_POLICIES = ("skip", "raise")
@@ -57,12 +58,8 @@ STAT_KEYS = ("natural_grad_norm", "grad_norm", "step_size", "fisher_alignment", 
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(float(value))
-
-
 def _check_positive(name: str, value: Any) -> float:
-    if not _is_number(value) or value <= 0:
+    if not is_number(value) or value <= 0:
         raise ValueError(f"{name}={value!r} is invalid: expected a finite number > 0")
     return float(value)
 
@@ -309,7 +306,7 @@ def trust_region_step_size(quadratic: float, max_kl: float | None, max_step_size
     if max_kl is None:
         return max_step_size
     max_kl = _check_positive("max_kl", max_kl)
-    if not _is_number(quadratic):
+    if not is_number(quadratic):
         raise ValueError(f"quadratic={quadratic!r} is invalid: expected a finite number")
     if quadratic <= 0.0:
         return max_step_size

@@ -7,31 +7,21 @@ import copy
 import math
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any, ClassVar, TypeVar
+from functools import partial
+from typing import Any, ClassVar
 
 import numpy as np
 import torch as th
-from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.distributions import DiagGaussianDistribution, Distribution
-from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
-from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, BasePolicy, MultiInputActorCriticPolicy
+from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.preprocessing import preprocess_obs
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, Schedule
-from stable_baselines3.common.utils import explained_variance
+from stable_baselines3.common.type_aliases import GymEnv, PyTorchObs, Schedule
 from torch import nn
 from torch.nn import functional as F
 
-from sb3_natgrad.common.checks import (
-    check_choice,
-    check_int,
-    check_learning_rate,
-    check_not_recurrent,
-    check_number,
-    check_spaces,
-)
-from sb3_natgrad.common.distributions import policy_kl
-from sb3_natgrad.common.minatar import MinAtarPolicy
+from sb3_natgrad.common.checks import ArgumentCheck, check_choice, check_int, check_learning_rate, check_number
+from sb3_natgrad.common.on_policy import NaturalGradientAlgorithm, own_arguments
 from sb3_natgrad.optim.sherman_morrison import (
     FISHER_MODES,
     LinearGramRecorder,
@@ -42,8 +32,6 @@ from sb3_natgrad.optim.sherman_morrison import (
     per_sample_scores,
     score_projections,
 )
-
-SelfSMAC = TypeVar("SelfSMAC", bound="SMAC")
 
 # vmap chunk of the general per-sample score path (bounds the memory of the batched intermediates).
 _PER_SAMPLE_CHUNK = 256
@@ -100,7 +88,7 @@ def _index_obs(obs: PyTorchObs, index: th.Tensor) -> PyTorchObs:
     return obs[index]
 
 
-class SMAC(OnPolicyAlgorithm):
+class SMAC(NaturalGradientAlgorithm):
     """
     Sherman–Morrison Actor-Critic (SMAC).
 
@@ -212,13 +200,26 @@ class SMAC(OnPolicyAlgorithm):
     :param _init_setup_model: build the network at creation
     """
 
-    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
-        "MlpPolicy": ActorCriticPolicy,
-        "CnnPolicy": ActorCriticCnnPolicy,
-        "MultiInputPolicy": MultiInputActorCriticPolicy,
-        "MinAtarPolicy": MinAtarPolicy,
+    argument_checks: ClassVar[dict[str, ArgumentCheck]] = {
+        "actor_step_size": check_learning_rate,
+        "batch_size": partial(check_int, low=1, allow_none=True),
+        "n_critic_updates": partial(check_int, low=0),
+        "damping": partial(check_number, low=0.0, low_inclusive=False),
+        "fisher": partial(check_choice, choices=FISHER_MODES),
+        "max_kl": partial(check_number, low=0.0, low_inclusive=False, allow_none=True),
+        "fisher_samples": partial(check_int, low=1, allow_none=True),
     }
-    policy: ActorCriticPolicy
+    saved_markers = ("actor_step_size", "fisher")
+    default_log_interval = 1
+
+    actor_step_size: float | Schedule
+    batch_size: int | None
+    n_critic_updates: int
+    damping: float
+    fisher: str
+    max_kl: float | None
+    fisher_samples: int | None
+    normalize_advantage: bool
 
     def __init__(
         self,
@@ -250,75 +251,12 @@ class SMAC(OnPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ):
-        name = type(self).__name__
-        check_not_recurrent(name, policy)
-        check_learning_rate(name, "learning_rate", learning_rate)
-        check_learning_rate(name, "actor_step_size", actor_step_size)
-        check_int(name, "n_steps", n_steps, low=1)
-        check_int(name, "batch_size", batch_size, low=1, allow_none=True)
-        check_int(name, "n_critic_updates", n_critic_updates, low=0)
-        check_number(name, "gamma", gamma, low=0.0, high=1.0)
-        check_number(name, "gae_lambda", gae_lambda, low=0.0, high=1.0)
-        check_number(name, "ent_coef", ent_coef)
-        check_number(name, "damping", damping, low=0.0, low_inclusive=False)
-        check_choice(name, "fisher", fisher, FISHER_MODES)
-        check_number(name, "max_kl", max_kl, low=0.0, low_inclusive=False, allow_none=True)
-        check_int(name, "fisher_samples", fisher_samples, low=1, allow_none=True)
-        check_number(name, "max_grad_norm", max_grad_norm, low=0.0, low_inclusive=False, allow_none=True)
-        if env is not None and hasattr(env, "observation_space") and hasattr(env, "action_space"):
-            check_spaces(name, env.observation_space, env.action_space)
-
-        super().__init__(
-            policy,
-            env,
-            learning_rate=learning_rate,
-            n_steps=n_steps,
-            gamma=gamma,
-            gae_lambda=gae_lambda,
-            ent_coef=ent_coef,
-            vf_coef=0.0,  # the critic has its own loss and optimizer
-            max_grad_norm=max_grad_norm,  # type: ignore[arg-type]
-            use_sde=use_sde,
-            sde_sample_freq=sde_sample_freq,
-            rollout_buffer_class=rollout_buffer_class,
-            rollout_buffer_kwargs=rollout_buffer_kwargs,
-            stats_window_size=stats_window_size,
-            tensorboard_log=tensorboard_log,
-            policy_kwargs=policy_kwargs,
-            verbose=verbose,
-            device=device,
-            seed=seed,
-            _init_setup_model=False,
-            supported_action_spaces=None,  # checked by check_spaces with a clearer error
-        )
-        if self.env is not None:
-            check_spaces(name, self.observation_space, self.action_space)
-            if normalize_advantage and self.n_steps * self.n_envs < 2:
-                raise ValueError(
-                    f"{name}: normalize_advantage=True needs a batch of at least 2 samples, got "
-                    f"n_steps * n_envs = {self.n_steps * self.n_envs}"
-                )
-
-        self.actor_step_size = actor_step_size
-        self.batch_size = batch_size
-        self.n_critic_updates = n_critic_updates
-        self.damping = damping
-        self.fisher = fisher
-        self.max_kl = max_kl
-        self.fisher_samples = fisher_samples
-        self.normalize_advantage = normalize_advantage
-
-        if _init_setup_model:
-            self._setup_model()
+        super().__init__(**own_arguments(locals()))
 
     # -- set-up --------------------------------------------------------------------------------------------------
 
     def _setup_model(self) -> None:
-        name = type(self).__name__
-        check_spaces(name, self.observation_space, self.action_space)
         super()._setup_model()
-        if not isinstance(self.policy, ActorCriticPolicy):
-            raise ValueError(f"{name} needs an ActorCriticPolicy, got {type(self.policy).__name__}")
         self._actor_params, self._critic_params = self._split_parameters()
         # The policy's optimizer now trains the critic alone (seed 004 §4.3: MSE with Adam).
         self.policy.optimizer = self.policy.optimizer_class(  # type: ignore[call-arg]
@@ -570,8 +508,6 @@ class SMAC(OnPolicyAlgorithm):
 
     def _actor_update(self, obs: PyTorchObs, actions: th.Tensor, advantages: th.Tensor) -> dict[str, float]:
         """One natural-gradient step of the actor; returns the statistics to log."""
-        name = type(self).__name__
-        pre = self.preconditioner
         max_step = self._current_actor_step_size()
         info: dict[str, float] = {"kl": 0.0, "step_size": 0.0, "max_step_size": max_step}
         if max_step <= 0.0:  # e.g. the end of a linearly decaying schedule: nothing to do
@@ -582,40 +518,22 @@ class SMAC(OnPolicyAlgorithm):
                 info["policy_loss"] = -float((advantages * log_prob).mean())
                 info["entropy_loss"] = -float(-log_prob.mean() if entropy is None else entropy.mean())
             return info
-        pre.step_size = max_step
+        self.preconditioner.step_size = max_step
 
-        skipped_before = pre.num_skipped
         step, direction, old_distribution, extra = self._natural_step(obs, actions, advantages)
         info.update(extra)
         if step.skipped or direction is None:
-            if pre.num_skipped == skipped_before:  # skipped before reaching the preconditioner
-                pre.num_skipped += 1
-            warnings.warn(f"{name}: the actor update was skipped: {step.reason}", RuntimeWarning)
+            self._skip_update(str(step.reason), what="actor update")
             return info
-
         update = step.step_size * direction
         if not bool(th.isfinite(update).all()):
-            pre.num_skipped += 1
-            warnings.warn(
-                f"{name}: the actor update overflowed (step size {step.step_size:g}) and was skipped", RuntimeWarning
-            )
+            self._skip_update(f"the step overflowed (step size {step.step_size:g})", what="actor update")
             return info
         backup = [p.detach().clone() for p in self._actor_params]
         self._apply_update(update)
-        try:
-            with th.no_grad():
-                new_distribution = self.policy.get_distribution(obs)
-                kl = float(policy_kl(old_distribution, new_distribution).mean())
-        except ValueError:  # torch.distributions rejects non-finite parameters
-            kl = float("nan")
-        if not math.isfinite(kl) or not all(bool(th.isfinite(p).all()) for p in self._actor_params):
-            with th.no_grad():
-                for param, saved in zip(self._actor_params, backup, strict=True):
-                    param.copy_(saved)
-            pre.num_skipped += 1
-            warnings.warn(f"{name}: the actor update gave a non-finite policy (KL={kl}) and was reverted", RuntimeWarning)
+        kl = self._exact_kl(old_distribution, obs)
+        if not self._keep_if_finite(self._actor_params, backup, kl, what="actor update"):
             return info
-
         info.update({key: float(value) for key, value in step.stats.items()})
         info["kl"] = kl
         return info
@@ -659,57 +577,23 @@ class SMAC(OnPolicyAlgorithm):
     # -- training loop -------------------------------------------------------------------------------------------
 
     def train(self) -> None:
-        """One SMAC update on the whole rollout buffer: natural-gradient actor step, then critic epochs."""
-        self.policy.set_training_mode(True)
-        self._update_learning_rate(self.policy.optimizer)
-
-        rollout_data = next(iter(self.rollout_buffer.get(batch_size=None)))
-        actions = rollout_data.actions
-        if isinstance(self.action_space, spaces.Discrete):
-            actions = actions.long().flatten()
-        advantages = rollout_data.advantages
-        if self.normalize_advantage and len(advantages) > 1:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-
-        info = self._actor_update(rollout_data.observations, actions, advantages)
+        """One SMAC update on the whole rollout: a natural-gradient step of the actor, then the critic's epochs."""
+        self._begin_update(self.policy.optimizer)
+        data, actions = self._whole_batch()
+        info = self._actor_update(data.observations, actions, self._standardized(data.advantages))
         value_loss = self._critic_update()
-
-        self._n_updates += 1
-        explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
-
         nan = float("nan")
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self.logger.record("train/explained_variance", explained_var)
-        self.logger.record("train/entropy_loss", info.get("entropy_loss", nan))
-        self.logger.record("train/policy_loss", info.get("policy_loss", nan))
-        self.logger.record("train/value_loss", value_loss)
-        self.logger.record("train/kl", info["kl"])
-        self.logger.record("train/step_size", info["step_size"])
-        self.logger.record("train/actor_step_size", info["max_step_size"])
-        self.logger.record("train/natural_grad_norm", info.get("natural_grad_norm", nan))
-        self.logger.record("train/grad_norm", info.get("grad_norm", nan))
-        self.logger.record("train/fisher_alignment", info.get("fisher_alignment", nan))
-        self.logger.record("train/fisher_correction", info.get("fisher_correction", nan))
-        self.logger.record("train/kl_quadratic", info.get("kl_estimate", nan))
-        self.logger.record("train/damping", self.damping)
-        self.logger.record("train/skipped_updates", self.preconditioner.num_skipped)
-        if hasattr(self.policy, "log_std"):
-            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
-
-    def learn(
-        self: SelfSMAC,
-        total_timesteps: int,
-        callback: MaybeCallback = None,
-        log_interval: int = 1,
-        tb_log_name: str = "SMAC",
-        reset_num_timesteps: bool = True,
-        progress_bar: bool = False,
-    ) -> SelfSMAC:
-        return super().learn(
-            total_timesteps=total_timesteps,
-            callback=callback,
-            log_interval=log_interval,
-            tb_log_name=tb_log_name,
-            reset_num_timesteps=reset_num_timesteps,
-            progress_bar=progress_bar,
+        self._finish_update(
+            policy_loss=info.get("policy_loss", nan),
+            value_loss=value_loss,
+            entropy_loss=info.get("entropy_loss", nan),
+            kl=info["kl"],
+            step_size=info["step_size"],
+            actor_step_size=info["max_step_size"],
+            natural_grad_norm=info.get("natural_grad_norm", nan),
+            grad_norm=info.get("grad_norm", nan),
+            fisher_alignment=info.get("fisher_alignment", nan),
+            fisher_correction=info.get("fisher_correction", nan),
+            kl_quadratic=info.get("kl_estimate", nan),
+            damping=self.damping,
         )

@@ -1,0 +1,272 @@
+"""The on-policy base of ACKTR, SMAC and KFRELAX: what the three share, so that each keeps only its own update."""
+
+from __future__ import annotations
+
+import inspect
+import io
+import math
+import pathlib
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import RolloutBufferSamples
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, BasePolicy, MultiInputActorCriticPolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs
+from stable_baselines3.common.utils import explained_variance
+from torch import nn
+
+from sb3_natgrad.common.checks import (
+    SHARED_ARGUMENT_CHECKS,
+    ArgumentCheck,
+    check_arguments,
+    check_not_recurrent,
+    check_spaces,
+)
+from sb3_natgrad.common.distributions import policy_kl
+from sb3_natgrad.common.log_schedule import LogScheduleMixin
+from sb3_natgrad.common.minatar import MinAtarPolicy
+from sb3_natgrad.common.save_util import check_saved_algorithm
+from sb3_natgrad.optim.validation import all_finite
+
+SelfNaturalGradientAlgorithm = TypeVar("SelfNaturalGradientAlgorithm", bound="NaturalGradientAlgorithm")
+
+#: the arguments ``OnPolicyAlgorithm.__init__`` takes; every other argument of an algorithm becomes its attribute
+_ON_POLICY_ARGUMENTS = frozenset(inspect.signature(OnPolicyAlgorithm.__init__).parameters) - {"self"}
+#: values of required ``OnPolicyAlgorithm`` arguments that an algorithm may not have (SMAC's critic has its own
+#: loss, so no ``vf_coef``; KFRELAX acts through stored noise, so no gSDE)
+_ON_POLICY_FILLERS = {"vf_coef": 0.0, "use_sde": False, "sde_sample_freq": -1}
+
+
+def own_arguments(local_variables: Mapping[str, Any]) -> dict[str, Any]:
+    """
+    An algorithm's ``__init__`` arguments from its ``locals()`` (called first thing, so nothing else is there).
+
+    :param local_variables: ``locals()`` of the ``__init__``
+    :return: every argument but ``self``
+    """
+    return {key: value for key, value in local_variables.items() if key not in ("self", "__class__")}
+
+
+def _plain(value: Any) -> Any:
+    """NumPy scalars (``np.float32(0.01)``, ``np.int64(5)``) as Python numbers, everything else unchanged."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+class NaturalGradientAlgorithm(LogScheduleMixin, OnPolicyAlgorithm):
+    """
+    An ``OnPolicyAlgorithm`` whose update uses each rollout once, as one batch (A2C's schedule), with the
+    machinery ACKTR, SMAC and KFRELAX share:
+
+    - the checks of the arguments, from one table (:data:`~sb3_natgrad.common.checks.SHARED_ARGUMENT_CHECKS` and
+      the algorithm's ``argument_checks``), and of the spaces, with errors that name the bad value; NumPy scalars
+      are accepted and stored as Python numbers;
+    - the arguments that ``OnPolicyAlgorithm`` does not take are stored as attributes of the same name;
+    - :meth:`load` refuses a file saved by another algorithm (the algorithm's ``saved_markers`` are settings only
+      its files have);
+    - one counter of skipped updates, ``skipped_updates`` (logged as ``train/skipped_updates``), and one way to
+      undo a step whose policy is not finite (:meth:`_keep_if_finite`);
+    - the exact batch-mean ``KL(pi_old || pi_new)`` (:meth:`_exact_kl`) and the log keys all three write.
+
+    A subclass's ``__init__`` lists its arguments with their defaults and docstring and passes them on with
+    ``super().__init__(**own_arguments(locals()))``; its ``train()`` starts with :meth:`_begin_update` and ends with
+    :meth:`_finish_update`.
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": ActorCriticPolicy,
+        "CnnPolicy": ActorCriticCnnPolicy,
+        "MultiInputPolicy": MultiInputActorCriticPolicy,
+        "MinAtarPolicy": MinAtarPolicy,
+    }
+    policy: ActorCriticPolicy
+    #: the algorithm's own argument checks (they take precedence over the shared ones of the same name)
+    argument_checks: ClassVar[Mapping[str, ArgumentCheck]] = {}
+    #: settings that every saved model of this algorithm has and no other algorithm's model has
+    saved_markers: ClassVar[tuple[str, ...]] = ()
+    #: ``learn()``'s ``log_interval`` when none is given (SB3's A2C: 100, PPO: 1)
+    default_log_interval: ClassVar[int] = 100
+    #: updates that left the policy unchanged (non-finite values, refused data); a class default so that files
+    #: saved before the counter existed load with 0
+    skipped_updates: int = 0
+
+    def __init__(self, policy: str | type[ActorCriticPolicy], env: GymEnv | str | None, **arguments: Any):
+        name = type(self).__name__
+        init_setup_model = arguments.pop("_init_setup_model", True)
+        arguments = {key: _plain(value) for key, value in arguments.items()}
+        check_not_recurrent(name, policy)
+        check_arguments(name, {**SHARED_ARGUMENT_CHECKS, **self.argument_checks}, arguments)
+        self._check_argument_combinations(arguments)
+        if env is not None and hasattr(env, "observation_space") and hasattr(env, "action_space"):
+            # before SB3 wraps the env: some unsupported spaces fail deep inside the vectorised wrapper
+            check_spaces(name, env.observation_space, env.action_space)
+        on_policy = {**_ON_POLICY_FILLERS, **{key: value for key, value in arguments.items() if key in _ON_POLICY_ARGUMENTS}}
+        super().__init__(
+            policy,
+            env,
+            **on_policy,
+            _init_setup_model=False,
+            supported_action_spaces=None,  # checked by check_spaces, with a clearer error
+        )
+        for key, value in arguments.items():
+            if key not in _ON_POLICY_ARGUMENTS:
+                setattr(self, key, value)
+        if init_setup_model:
+            self._setup_model()
+
+    def _check_argument_combinations(self, arguments: dict[str, Any]) -> None:
+        """
+        Checks that involve several arguments, or more than a value's range (for a subclass to extend).
+
+        :param arguments: every argument of ``__init__`` by name
+        """
+
+    def _setup_model(self) -> None:
+        # every path goes through here: a given env, an env id made by SB3, and load()
+        check_spaces(type(self).__name__, self.observation_space, self.action_space)
+        super()._setup_model()
+        if not isinstance(self.policy, ActorCriticPolicy):
+            raise ValueError(f"{type(self).__name__} needs an ActorCriticPolicy, got {type(self.policy).__name__}")
+
+    # -- one update ----------------------------------------------------------------------------------------------
+
+    def _begin_update(self, *optimizers: th.optim.Optimizer) -> None:
+        """
+        Training mode, this update's learning rate for ``optimizers``, and one more update in the log schedule
+        (counted whether the update is then taken or skipped, so that log-only diagnostics stay in step).
+        """
+        self.policy.set_training_mode(True)
+        if optimizers:
+            self._update_learning_rate(list(optimizers))
+        self._iterations_in_learn += 1
+
+    def _whole_batch(self) -> tuple[RolloutBufferSamples, th.Tensor]:
+        """The rollout as one batch, and its actions as the policy's distributions take them."""
+        data = next(iter(self.rollout_buffer.get(batch_size=None)))
+        return data, self._training_actions(data.actions)
+
+    def _training_actions(self, actions: th.Tensor) -> th.Tensor:
+        """Buffer actions (float32) in the layout of ``distribution.log_prob``."""
+        if isinstance(self.action_space, spaces.Discrete):
+            return actions.long().flatten()
+        return actions
+
+    def _standardized(self, values: th.Tensor) -> th.Tensor:
+        """``values`` standardised over the batch if ``normalize_advantage`` (a batch of one is left as it is, as in SB3)."""
+        if not getattr(self, "normalize_advantage", False) or len(values) < 2:
+            return values
+        return (values - values.mean()) / (values.std() + 1e-8)
+
+    def _exact_kl(self, old_distribution: Any, obs: PyTorchObs) -> float:
+        """The batch mean of ``KL(pi_old || pi_new)`` for the current policy (``nan`` if the policy is not finite)."""
+        with th.no_grad():
+            try:
+                return float(policy_kl(old_distribution, self.policy.get_distribution(obs)).mean())
+            except ValueError:  # torch.distributions rejects non-finite parameters
+                return math.nan
+
+    def _skip_update(self, reason: str, outcome: str = "skipped", what: str = "update") -> None:
+        """
+        Count an update that left the policy unchanged, and say why.
+
+        :param reason: what was wrong, e.g. ``"non-finite loss (nan)"``
+        :param outcome: ``"skipped"`` (nothing was changed) or ``"reverted"`` (a step was undone)
+        :param what: what was not updated, e.g. ``"actor update"``
+        """
+        self.skipped_updates += 1
+        warnings.warn(f"{type(self).__name__}: {reason}; the {what} was {outcome}", RuntimeWarning, stacklevel=3)
+        self.logger.record("train/skipped_updates", self.skipped_updates)
+
+    def _keep_if_finite(
+        self, params: Sequence[nn.Parameter], backup: Sequence[th.Tensor], kl: float | None, what: str = "update"
+    ) -> bool:
+        """
+        After a step: keep it if the KL (``None``: not computed) and every parameter are finite; otherwise copy
+        ``backup`` back into ``params`` and count the update as skipped.
+
+        :return: whether the step was kept
+        """
+        if (kl is None or math.isfinite(kl)) and all_finite([p.detach() for p in params]):
+            return True
+        with th.no_grad():
+            for param, saved in zip(params, backup, strict=True):
+                param.copy_(saved)
+        self._skip_update(f"the step gave a non-finite policy (KL={kl})", outcome="reverted", what=what)
+        return False
+
+    def _finish_update(
+        self, *, policy_loss: float, value_loss: float, entropy_loss: float, kl: float | None = None, **logged: float
+    ) -> None:
+        """Count the update and log A2C's keys, the KL, the skipped updates and the algorithm's own ``train/`` keys."""
+        self._n_updates += 1
+        buffer = self.rollout_buffer
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/explained_variance", explained_variance(buffer.values.flatten(), buffer.returns.flatten()))
+        self.logger.record("train/entropy_loss", entropy_loss)
+        self.logger.record("train/policy_loss", policy_loss)
+        self.logger.record("train/value_loss", value_loss)
+        if kl is not None:
+            self.logger.record("train/kl", kl)
+        self.logger.record("train/skipped_updates", self.skipped_updates)
+        for key, value in logged.items():
+            self.logger.record(f"train/{key}", value)
+        if hasattr(self.policy, "log_std"):
+            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
+
+    # -- learn / load --------------------------------------------------------------------------------------------
+
+    def learn(
+        self: SelfNaturalGradientAlgorithm,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int | None = None,
+        tb_log_name: str | None = None,
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfNaturalGradientAlgorithm:
+        """
+        SB3's ``learn``; ``log_interval=None`` is the algorithm's ``default_log_interval`` and ``tb_log_name=None``
+        its class name.
+        """
+        log_interval = self.default_log_interval if log_interval is None else log_interval
+        self._start_log_schedule(log_interval)
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=type(self).__name__ if tb_log_name is None else tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
+
+    @classmethod
+    def load(  # type: ignore[override]
+        cls: type[SelfNaturalGradientAlgorithm],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | None = None,
+        device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfNaturalGradientAlgorithm:
+        """
+        Load a saved model of this algorithm (policy, optimizer states and all settings); refuses files saved by
+        other algorithms with an error that says so.
+
+        See ``stable_baselines3.common.base_class.BaseAlgorithm.load`` for the arguments.
+        """
+        check_saved_algorithm(path, cls.__name__, cls.saved_markers)
+        return super().load(
+            path,
+            env=env,
+            device=device,
+            custom_objects=custom_objects,
+            print_system_info=print_system_info,
+            force_reset=force_reset,
+            **kwargs,
+        )
