@@ -2,7 +2,7 @@
 K-FAC: Kronecker-factored approximate curvature as a ``torch.optim.Optimizer`` (plain PyTorch).
 
 References: Martens & Grosse 2015 (K-FAC), Grosse & Martens 2016 (KFC, convolutions), Ba et al. 2017
-(trust region), Wu et al. 2017 (ACKTR, seed 001). The conventions for the factors are in
+(trust region), Wu et al. 2017 (ACKTR). The conventions for the factors are in
 :mod:`sb3_natgrad.optim.kronecker`.
 """
 
@@ -22,6 +22,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from sb3_natgrad.optim import kronecker
+from sb3_natgrad.optim.inverses import inverse_strategy
 from sb3_natgrad.optim.validation import all_finite, invalid, is_int, is_number
 
 INVERSE_METHODS = ("eigen", "cholesky")
@@ -63,7 +64,7 @@ class _Layer:
 
 class KFAC(Optimizer):
     """
-    K-FAC natural-gradient optimizer with the ACKTR trust region (seed 001 §3.2).
+    K-FAC natural-gradient optimizer with the ACKTR trust region (Wu et al. 2017, §3.2).
 
     It is built from the model (not a parameter list) because it hooks the model's ``nn.Linear`` and
     ``nn.Conv2d`` layers (``groups=1``; convolutions use the KFC approximation). Usage::
@@ -98,7 +99,7 @@ class KFAC(Optimizer):
 
     *Step.* With ``u = F^-1 g`` for covered layers and ``u = g`` (a plain first-order step) for every
     other trainable parameter (e.g. a Gaussian ``log_std``), the trust-region scale is
-    ``nu = min(1, sqrt(kl_clip / (lr^2 * sum_all <u, g>)))`` over all parameters jointly (seed 001
+    ``nu = min(1, sqrt(kl_clip / (lr^2 * sum_all <u, g>)))`` over all parameters jointly (Wu et al. 2017
     §3.2, as in the reference code). The update uses momentum: ``buf = momentum * buf + nu * u`` and
     ``p -= lr * (1 - momentum) * buf``, so a steady-state step is ``lr * nu * u``. The first
     ``warmup_steps`` steps are momentum SGD (``p -= lr * buf``) on raw gradients clipped to
@@ -114,7 +115,7 @@ class KFAC(Optimizer):
     :meth:`state_dict` as tensors and plain Python values, loadable with ``torch.load(weights_only=True)``.
 
     :param model: the module whose parameters are optimised (all parameters that require gradients)
-    :param lr: learning rate (maximum step size, ``eta_max`` in seed 001)
+    :param lr: learning rate (maximum step size, ``eta_max`` in Wu et al. 2017)
     :param momentum: momentum coefficient in ``[0, 1)``
     :param damping: Tikhonov damping ``lambda >= 0``
     :param weight_decay: L2 coefficient added to every gradient (and to the damping of covered layers)
@@ -138,7 +139,7 @@ class KFAC(Optimizer):
         bfloat16 natively (CPUs with AVX512-BF16 or AMX, NVIDIA GPUs from Ampere on); elsewhere it can be
         slower
     :param async_inverse: recompute inverses in a background thread (the paper's asynchronous
-        computation, seed 001 §3.1). Steps then use the newest finished inverse, so results depend on
+        computation, Wu et al. 2017, §3.1). Steps then use the newest finished inverse, so results depend on
         timing; the first inverse is always computed synchronously
     :param skip_modules: names (as in ``model.named_modules()``) of Linear/Conv2d layers to leave to the
         first-order step
@@ -203,6 +204,7 @@ class KFAC(Optimizer):
         self.inverse_interval = inverse_interval
         self.inverse_method = inverse_method
         self.damping_type = damping_type
+        self._inverse = inverse_strategy(inverse_method, damping_type)
         self.warmup_steps = warmup_steps
         self.warmup_max_grad_norm = warmup_max_grad_norm
         self.stats_batch_size = stats_batch_size
@@ -358,7 +360,7 @@ class KFAC(Optimizer):
 
     def record_fisher(self, fisher_loss: torch.Tensor, batch_averaged: bool = True) -> None:
         """
-        Accumulate ``G`` from the sampled-Fisher loss (seed 001 §3.1) without computing weight gradients.
+        Accumulate ``G`` from the sampled-Fisher loss (Wu et al. 2017, §3.1) without computing weight gradients.
 
         Gradients are taken only with respect to the recorded layer outputs (``retain_graph=True``, so the
         training loss can be back-propagated afterwards). Calls whose output does not influence the loss
@@ -428,31 +430,13 @@ class KFAC(Optimizer):
         return float(group["damping"]) + float(group["weight_decay"])
 
     def _decompose(self, factor_a: torch.Tensor, factor_g: torch.Tensor, damping: float) -> dict[str, Any] | None:
-        """Eigendecompositions or damped inverses of one layer's factors; ``None`` if they fail."""
+        """The inverse strategy's decomposition of one layer's factors (in float64 if the factors' dtype fails)."""
         if not (torch.isfinite(factor_a).all() and torch.isfinite(factor_g).all()):
             return None
         out_dtype = factor_a.dtype
         for dtype in dict.fromkeys((out_dtype, torch.float64)):
-            a, g = factor_a.to(dtype), factor_g.to(dtype)
             try:
-                if self.inverse_method == "eigen":
-                    d_a, q_a = torch.linalg.eigh(a)
-                    d_g, q_g = torch.linalg.eigh(g)
-                    result: dict[str, Any] = {
-                        "d_a": d_a.clamp(min=0.0),
-                        "q_a": q_a,
-                        "d_g": d_g.clamp(min=0.0),
-                        "q_g": q_g,
-                    }
-                    if self.damping_type == "factored":
-                        damp_a, damp_g = kronecker.factored_damping(a, g, damping)
-                        result["damp_a"], result["damp_g"] = damp_a, damp_g
-                else:
-                    damp_a, damp_g = kronecker.factored_damping(a, g, damping)
-                    result = {
-                        "a_inv": kronecker.damped_cholesky_inverse(a, damp_a),
-                        "g_inv": kronecker.damped_cholesky_inverse(g, damp_g),
-                    }
+                result = self._inverse.decompose(factor_a.to(dtype), factor_g.to(dtype), damping)
             except (RuntimeError, torch.linalg.LinAlgError):
                 continue
             tensors = [v for v in result.values() if isinstance(v, torch.Tensor)]
@@ -461,11 +445,6 @@ class KFAC(Optimizer):
                 result["inverse_damping"] = damping
                 return result
         return None
-
-    def _inverse_keys(self) -> tuple[str, ...]:
-        if self.inverse_method == "eigen":
-            return ("d_a", "q_a", "d_g", "q_g", "damp_a", "damp_g", "inverse_damping")
-        return ("a_inv", "g_inv", "inverse_damping")
 
     def _install_inverse(self, layer: _Layer, result: dict[str, Any] | None, stats_version: int) -> None:
         state = self.state[layer.weight]
@@ -479,7 +458,7 @@ class KFAC(Optimizer):
                 f"KFAC: the curvature factors of layer '{layer.name}' could not be decomposed ({what})",
             )
             return
-        for key in self._inverse_keys():
+        for key in self._inverse.keys:
             state.pop(key, None)
         state.update(result)
         state["has_inverse"] = True
@@ -496,9 +475,8 @@ class KFAC(Optimizer):
             return False
         if state.get("inverse_version", -1) != state.get("stats_version", 0):
             return True
-        # Factored damping is baked into the inverse: recompute if lambda changed.
-        uses_factored = self.inverse_method == "cholesky" or self.damping_type == "factored"
-        return uses_factored and state.get("inverse_damping") != damping
+        # Factored damping is part of the decomposition: recompute if lambda changed.
+        return self._inverse.damping_in_decomposition and state.get("inverse_damping") != damping
 
     def _update_inverses(self) -> None:
         damping = self._layer_damping()
@@ -550,15 +528,7 @@ class KFAC(Optimizer):
             return False
         bias_grad = grads.get(id(layer.bias)) if layer.bias is not None else None
         mat = kronecker.weight_grad_matrix(grads[id(layer.weight)], bias_grad)
-        if self.inverse_method == "eigen":
-            if self.damping_type == "factored":
-                nat = kronecker.eigen_precondition(
-                    mat, state["q_a"], state["d_a"] + state["damp_a"], state["q_g"], state["d_g"] + state["damp_g"], 0.0
-                )
-            else:
-                nat = kronecker.eigen_precondition(mat, state["q_a"], state["d_a"], state["q_g"], state["d_g"], damping)
-        else:
-            nat = state["g_inv"] @ mat @ state["a_inv"]
+        nat = self._inverse.precondition(mat, state, damping)
         weight_nat, bias_nat = kronecker.split_weight_grad_matrix(nat, layer.weight.shape, bias_grad is not None)
         grads[id(layer.weight)] = weight_nat
         if bias_nat is not None:
@@ -641,7 +611,7 @@ class KFAC(Optimizer):
                         f"first_order:{layer.name}",
                         f"KFAC: layer '{layer.name}' has no curvature statistics yet and takes a first-order step",
                     )
-            # Trust region (seed 001 §3.2): lr^2 * sum <F^-1 g, g> over every parameter the step touches.
+            # Trust region (Wu et al. 2017, §3.2): lr^2 * sum <F^-1 g, g> over every parameter the step touches.
             vfv = lr**2 * float(sum((directions[k] * grads[k]).sum() for k in grads))
             kl_clip = group["kl_clip"]
             nu = 1.0 if kl_clip is None or vfv <= 0.0 else min(1.0, math.sqrt(float(kl_clip) / vfv))
