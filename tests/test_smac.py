@@ -213,6 +213,7 @@ def test_actor_step_matches_dense_float64_natural_gradient(env_id: str, fisher: 
         damping=0.1,
         policy_kwargs=dict(net_arch=[8]),
         seed=3,
+        line_search_max_iter=0,  # the quadratic model's step; the line search after it is tested on its own below
         **kwargs,
     )
     logger = KeepLogger()
@@ -655,3 +656,52 @@ def test_pendulum_improves() -> None:
     # Seeds 0, 1, 2: -938 -> -332, -1217 -> -287, -1308 -> -221 (10 evaluation episodes).
     before, after = pendulum_returns(seed=0, timesteps=60_000)
     assert after > before + 400 and after > -600
+
+
+# ---------------------------------------------------------------------------------------------- the line search
+
+
+class LoggedKL(BaseCallback):
+    """Collects ``train/kl`` (and the line-search fraction) of every update."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kls: list[float] = []
+        self.fractions: list[float] = []
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_start(self) -> None:
+        logged = self.model.logger.name_to_value
+        if "train/kl" in logged:
+            self.kls.append(float(logged["train/kl"]))
+            self.fractions.append(float(logged["train/line_search_fraction"]))
+
+
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "CartPole-v1"])
+def test_line_search_keeps_every_exact_kl_within_max_kl(env_id: str) -> None:
+    # The setting in which the rank-1 model let the real KL reach 1e4 x max_kl (Pendulum, narrow initial policy).
+    kwargs = dict(n_steps=64, batch_size=64, n_critic_updates=2, seed=1)
+    if env_id == "Pendulum-v1":
+        kwargs["policy_kwargs"] = dict(log_std_init=-2)
+    results = {}
+    for max_iter in (10, 0):
+        model = SMAC("MlpPolicy", env_id, line_search_max_iter=max_iter, **kwargs)
+        callback = LoggedKL()
+        model.learn(64 * 21, callback=callback)
+        results[max_iter] = callback
+    searched, unsearched = results[10], results[0]
+    assert len(searched.kls) == 20
+    assert max(searched.kls) <= model.max_kl * (1 + 1e-6)
+    assert any(0.0 < f < 1.0 for f in searched.fractions)  # the search did shrink some steps
+    # without it the same runs leave the trust region (so the bound above is the search's doing)
+    assert max(unsearched.kls) > 1.5 * model.max_kl
+    assert all(f == 1.0 for f in unsearched.fractions)
+
+
+def test_line_search_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match=r"SMAC: invalid line_search_shrinking_factor=1\.0"):
+        SMAC("MlpPolicy", "CartPole-v1", line_search_shrinking_factor=1.0)
+    with pytest.raises(ValueError, match="SMAC: invalid line_search_max_iter=-1"):
+        SMAC("MlpPolicy", "CartPole-v1", line_search_max_iter=-1)

@@ -1,15 +1,15 @@
 """
 The learned control variate ``c_phi(s, relaxed action)`` of RELAX / LAX and the estimator / variance-loss helpers.
 
-References: Grathwohl et al. 2018 (RELAX, seed 002; §3 eq. "vargrad", Alg. 1-2, App. C), Firouzi 2018
-(KF-LAX / KF-RELAX, seed 000; §3, §4.2.1, Alg. 1-2), research notes ``relax_smac.md`` §1.2-1.5, §3.2, §6(a)(b).
+References: Grathwohl et al. 2018 (RELAX; §3 eq. "vargrad", Alg. 1-2, App. C), Firouzi 2018
+(KF-LAX / KF-RELAX; §3, §4.2.1, Alg. 1-2), research notes ``relax_smac.md`` §1.2-1.5, §3.2, §6(a)(b).
 
 Sign convention: the *objective* built here is maximised (``f`` is a return or an advantage); its
 gradient with respect to the policy parameters ``theta`` is the ascent direction ``g_hat``. With a
 minimising optimizer set ``theta.grad = -g_hat``.
 
 **Surrogate objective (RELAX, discrete actions).** Per sample ``t`` (RELAX App. C, second theorem;
-seed 000 §4.2.1)::
+Firouzi 2018, §4.2.1)::
 
     obj_t = (f_t - c_phi(s_t, z~_t^coef)) * log pi(b_t | s_t) + c_phi(s_t, z_t) - c_phi(s_t, z~_t)
 
@@ -68,7 +68,7 @@ class ControlVariate(nn.Module):
     Defaults: two hidden layers of 64 ELU units. The RELAX experiments used 10-10 ReLU (discrete) and
     64-64 ELU (continuous); a smooth activation is preferable because the estimator contains
     ``d c_phi / d z`` and the variance loss differentiates it again in ``phi`` (with ReLU ``d c/d z`` is
-    piecewise constant). KF-RELAX (seed 000 §6) reports that more than three layers increased the
+    piecewise constant). KF-RELAX (Firouzi 2018, §6) reports that more than three layers increased the
     estimator variance.
 
     :param obs_dim: width of the (already extracted / flattened) observation features; 0 for none
@@ -204,7 +204,7 @@ def lax_objective(
     reduction: str = "mean",
 ) -> torch.Tensor:
     """
-    Scalar LAX surrogate whose ``theta``-gradient is the LAX estimate (RELAX App. C first theorem; seed 000 Alg. 1).
+    Scalar LAX surrogate whose ``theta``-gradient is the LAX estimate (RELAX App. C first theorem; Firouzi 2018, Alg. 1).
 
     ``obj = reduce_t[(f_t - c_coef_t) * log pi(a_t|s_t) + c_action_t]``.
 

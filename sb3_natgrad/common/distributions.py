@@ -38,7 +38,7 @@ def sampled_log_prob(distribution: Distribution) -> th.Tensor:
     """
     ``log pi(a~|s)`` for fresh actions ``a~`` drawn from ``distribution`` (no gradient through the sample).
 
-    Its batch mean is the policy part of the sampled (true) Fisher loss of seed 001 §3.1.
+    Its batch mean is the policy part of the sampled (true) Fisher loss of Wu et al. 2017, §3.1.
 
     :param distribution: an SB3 action distribution
     :return: per-sample log-probabilities, shape ``[batch]``

@@ -1,7 +1,7 @@
 """
 Reparameterised and conditional samplers for the RELAX / LAX gradient estimators.
 
-References: Grathwohl et al. 2018 "Backpropagation through the Void" (RELAX, seed 002; App. B
+References: Grathwohl et al. 2018 "Backpropagation through the Void" (RELAX; App. B
 "Conditional re-sampling"), Tucker et al. 2017 (REBAR), research notes ``relax_smac.md`` §2.
 
 Everything here is generic over distribution parameters (logits, means, log standard deviations)

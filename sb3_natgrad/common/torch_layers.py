@@ -11,7 +11,7 @@ from torch import nn
 
 class ACKTRCnn(BaseFeaturesExtractor):
     """
-    The Atari network of the ACKTR paper (seed 001, appendix A.1): conv 32 8x8/4, conv 64 4x4/2,
+    The Atari network of the ACKTR paper (Wu et al. 2017, appendix A.1): conv 32 8x8/4, conv 64 4x4/2,
     conv **32** 3x3/1, fully connected 512, ReLU.
 
     It differs from Stable-Baselines3's ``NatureCNN`` (default) only in the third convolution, which the

@@ -1,4 +1,4 @@
-"""KFRELAX: RELAX / LAX policy gradients with a K-FAC-trained control variate (Firouzi 2018, seed 000; RELAX, seed 002)."""
+"""KFRELAX: RELAX / LAX policy gradients with a K-FAC-trained control variate (Firouzi 2018; RELAX, Grathwohl et al. 2018)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from sb3_natgrad.common.control_variate import (
     record_control_variate_fisher,
     relax_surrogate,
 )
+from sb3_natgrad.common.gradients import flatten_grads
 from sb3_natgrad.common.on_policy import NaturalGradientAlgorithm, own_arguments
 from sb3_natgrad.common.relaxations import DiagGaussianReparameterization, DiscreteRelaxation
 from sb3_natgrad.kfrelax.buffers import NOISY_BUFFERS, NoisyDictRolloutBuffer, NoisyRolloutBuffer
@@ -58,8 +59,8 @@ MAX_KL_BACKTRACKS = 10
 class KFRELAX(NaturalGradientAlgorithm):
     """
     KFRELAX: RELAX (discrete actions) / LAX (Box actions) policy gradients whose control variate ``c_phi`` is trained by
-    K-FAC on the estimator's variance (KF-RELAX / KF-LAX, Firouzi 2018, seed 000, Alg. 1-2), or by Adam
-    (``cv_optimizer="adam"``: plain RELAX / LAX, Grathwohl et al. 2018, seed 002).
+    K-FAC on the estimator's variance (KF-RELAX / KF-LAX, Firouzi 2018, Alg. 1-2), or by Adam
+    (``cv_optimizer="adam"``: plain RELAX / LAX, Grathwohl et al. 2018).
 
     Papers: https://arxiv.org/abs/1812.04181 (KF-LAX), https://arxiv.org/abs/1711.00123 (RELAX).
 
@@ -77,7 +78,7 @@ class KFRELAX(NaturalGradientAlgorithm):
 
     1. Per sample the surrogate ``obj_t = (f_t - c_phi(s_t, z~_t.detach())) log pi(b_t|s_t) + c_phi(s_t, z_t) -
        c_phi(s_t, z~_t)`` with ``z_t = z(theta, u_t)`` and ``z~_t ~ p(z | b_t, theta)`` (exact conditional sampler,
-       fresh ``v``), whose ``theta``-gradient is the RELAX estimate (RELAX App. C, second theorem; seed 000 §4.2.1).
+       fresh ``v``), whose ``theta``-gradient is the RELAX estimate (RELAX App. C, second theorem; Firouzi 2018, §4.2.1).
        LAX: ``obj_t = (f_t - c_phi(s_t, a_t.detach())) log pi(a_t|s_t) + c_phi(s_t, a_t(theta, eps_t))`` (App. C,
        first theorem). ``g_hat = d mean_t(obj_t) / d theta`` over the actor's parameters (ascent direction).
     2. ``f_t`` (``target``): the GAE(``gae_lambda``) advantage of the learned value ``V`` (default) or the
@@ -99,7 +100,7 @@ class KFRELAX(NaturalGradientAlgorithm):
     4. Policy: ``theta.grad = -g_hat - ent_coef * d entropy / d theta + vf_coef * d mean((R - V)^2) / d theta`` (the
        entropy bonus and the value loss are NOT in the variance loss), optional global gradient-norm clip
        ``max_grad_norm``, then a step of the policy's optimizer (any SB3 ``optimizer_class``; Adam by default, as the
-       RELAX code). Capped update (seed 000 §4.2.1, "parameter updates capped at an upper bound", after ACKTR's trust
+       RELAX code). Capped update (Firouzi 2018, §4.2.1, "parameter updates capped at an upper bound", after ACKTR's trust
        region): if the exact batch-mean ``KL(pi_old || pi_new)`` after the step exceeds ``max_kl``, the actor's part
        of the parameter update is scaled by ``min(1/2, 0.95 sqrt(max_kl / KL))`` (the quadratic model of the KL with a
        margin, but at least a halving), repeatedly (at most 10 times) until the KL is below ``max_kl``; a non-finite KL
@@ -355,7 +356,7 @@ class KFRELAX(NaturalGradientAlgorithm):
         if valid is not None and not bool(valid.all()):
             mask = valid.to(c_coef.dtype)
             c_pathwise, c_tilde, c_coef = c_pathwise * mask, c_tilde * mask, c_coef * mask
-        # obj_t = (f_t - c(z~_t).detach-in-theta) log pi_t + c(z_t) - c(z~_t)   (seed 000 §4.2.1)
+        # obj_t = (f_t - c(z~_t).detach-in-theta) log pi_t + c(z_t) - c(z~_t)   (Firouzi 2018, §4.2.1)
         per_sample = (targets.detach() - c_coef) * terms.log_prob + c_pathwise - c_tilde
         return per_sample, terms.log_prob, terms
 
@@ -378,7 +379,7 @@ class KFRELAX(NaturalGradientAlgorithm):
             for k in range(groups):
                 chunk = values[k * size : (k + 1) * size].mean()
                 grads = th.autograd.grad(chunk, params, retain_graph=True, allow_unused=True)
-                means.append(th.cat([(th.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads)]))
+                means.append(flatten_grads(grads, params))
             stacked = th.stack(means).detach()
             spread = ((stacked - stacked.mean(dim=0)) ** 2).sum() / (groups - 1)
             results.append(float(size * spread / n_params))
@@ -527,7 +528,7 @@ class KFRELAX(NaturalGradientAlgorithm):
         log_this_update: bool,
     ) -> tuple[float | None, float]:
         """
-        Trust region of seed 000 §4.2.1: shrink the actor's update until the exact ``KL(pi_old || pi_new) <= max_kl``.
+        Trust region of Firouzi 2018, §4.2.1: shrink the actor's update until the exact ``KL(pi_old || pi_new) <= max_kl``.
 
         :return: the final KL (``None`` if neither capped nor logged) and the factor applied to the actor's update
         """

@@ -2,7 +2,7 @@
 Policies for KFRELAX: Stable-Baselines3 actor-critic policies that act through explicit, stored noise and own the
 control variate ``c_phi``.
 
-References: Grathwohl et al. 2018 (RELAX, seed 002; App. B, App. C), Firouzi 2018 (KF-RELAX, seed 000), research
+References: Grathwohl et al. 2018 (RELAX; App. B, App. C), Firouzi 2018 (KF-RELAX), research
 notes ``relax_smac.md`` §1.4, §6(a).
 """
 

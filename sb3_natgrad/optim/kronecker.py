@@ -46,7 +46,7 @@ With ``N`` samples, ``a_nr`` the input of sample ``n`` at position ``r`` and ``g
   Reduce needs one ``N x d`` matrix per factor instead of ``N R x d``: the position means are separable strided
   sums over views of the input (:func:`conv2d_patch_means`); no patch matrix is built.
 
-With column-stacking ``vec``, ``(A kron G)^{-1} vec(V) = vec(G^{-1} V A^{-1})`` (seed 001, eq. in §2.2).
+With column-stacking ``vec``, ``(A kron G)^{-1} vec(V) = vec(G^{-1} V A^{-1})`` (Wu et al. 2017, §2.2).
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ three Fisher approximations (``fisher=`` in :class:`ShermanMorrison`) are
 
 ``"mean"``
     ``F = lambda I + psi psi^T`` with one vector ``psi``, usually the gradient of the batch-mean log-probability
-    (seed 004 §5.1) or the score of a single sample (seed 004 §4.1, eqs. (4)-(5)). Sherman–Morrison (seed 004 §3,
-    eq. (3)) gives ``F^-1 g = (g - psi (psi^T g) / (lambda + psi^T psi)) / lambda``: ``O(d)`` time and memory.
+    (Huo et al. 2026, §5.1) or the score of a single sample (§4.1, eqs. (4)-(5)). Sherman–Morrison (§3, eq. (3))
+    gives ``F^-1 g = (g - psi (psi^T g) / (lambda + psi^T psi)) / lambda``: ``O(d)`` time and memory.
 ``"sample"``
     ``F_M = lambda I + (1/M) sum_i psi_i psi_i^T`` over ``M`` per-sample scores, inverted exactly by ``M`` rank-1
     Sherman–Morrison updates (WoodFisher recursion, Singh & Alistarh 2020, notes §4.3): ``O(M^2 d)`` time,
@@ -103,7 +103,7 @@ def _nonfinite(tensor: torch.Tensor) -> bool:
 def sherman_morrison_direction(grad: torch.Tensor, score: torch.Tensor, damping: float) -> torch.Tensor:
     """
     Rank-1 damped Fisher solve ``(lambda I + psi psi^T)^-1 g`` by the Sherman–Morrison formula
-    (seed 004 §3 eq. (3) with ``A = lambda I``, ``u = v = psi``; §4.1 eq. (5)):
+    (Huo et al. 2026, §3 eq. (3) with ``A = lambda I``, ``u = v = psi``; §4.1 eq. (5)):
 
     ``F^-1 g = (1/lambda) [g - psi (psi^T g) / (lambda + psi^T psi)]``.
 
@@ -113,7 +113,7 @@ def sherman_morrison_direction(grad: torch.Tensor, score: torch.Tensor, damping:
     to about zero (``E_a[grad log pi] = 0``, so ``|psi| ~ 1/sqrt(M)``) and the correction term is ``O(1/(M lambda))``
     relative to ``g``: for large batches the result is ``g / lambda``, i.e. SGD with learning rate
     ``alpha / lambda``. The correction is ``O(1)`` only for small batches or a single-sample score
-    (``psi = grad log pi(a_k|s_k)``, seed 004 §4.1). Use ``"batch"``/``"sample"`` for the full empirical Fisher.
+    (``psi = grad log pi(a_k|s_k)``, Huo et al. 2026, §4.1). Use ``"batch"``/``"sample"`` for the full empirical Fisher.
 
     :param grad: the gradient ``g``, shape ``[d]``
     :param score: the Fisher vector ``psi``, shape ``[d]``
@@ -126,7 +126,7 @@ def sherman_morrison_direction(grad: torch.Tensor, score: torch.Tensor, damping:
     if score.shape != grad.shape:
         raise ValueError(f"score has shape {tuple(score.shape)} but grad has shape {tuple(grad.shape)}")
     score = score.to(dtype=grad.dtype)
-    # seed 004 §3 eq. (3): coefficient -(psi^T g) / (lambda + psi^T psi), kept as a 0-dim tensor (no host sync).
+    # Huo et al. 2026, §3 eq. (3): coefficient -(psi^T g) / (lambda + psi^T psi), kept as a 0-dim tensor (no host sync).
     coef = -torch.dot(score, grad) / (damping + torch.dot(score, score))
     return torch.addcmul(grad, score, coef).div_(damping)
 
@@ -190,7 +190,7 @@ def woodfisher_direction(grad: torch.Tensor, scores: torch.Tensor, damping: floa
     """
     ``F_M^-1 g`` for ``F_M = lambda I + (1/M) sum_i psi_i psi_i^T`` by the WoodFisher recursion
     (:func:`woodfisher_factors` then :func:`woodfisher_apply`). Same result as :func:`woodbury_direction`;
-    this is the paper's incremental variant (seed 004 §4.1, first display), kept for cross-checks and for
+    this is the paper's incremental variant (Huo et al. 2026, §4.1, first display), kept for cross-checks and for
     scores that arrive one at a time.
 
     :param grad: ``g``, shape ``[d]``
@@ -687,7 +687,7 @@ class NaturalGradientStep:
 
 class ShermanMorrison:
     """
-    Matrix-free damped empirical-Fisher preconditioner for SMAC (Sherman–Morrison Actor-Critic, seed 004).
+    Matrix-free damped empirical-Fisher preconditioner for SMAC (Sherman–Morrison Actor-Critic, Huo et al. 2026).
 
     Stateless apart from counters; the actor update is ``theta <- theta + alpha * F^-1 g`` once per rollout with
     ``g`` the A2C ascent gradient (flat, ``parameters_to_vector`` order). Usage by mode::
@@ -719,7 +719,7 @@ class ShermanMorrison:
     direction and a ``reason``; ``num_skipped`` is incremented. With ``nonfinite="raise"`` a ``ValueError`` naming
     the argument is raised. Shape and type errors always raise ``ValueError``.
 
-    :param damping: Tikhonov damping ``lambda > 0`` (seed 004: 0.1 classic control, 1.0 MuJoCo — unverified)
+    :param damping: Tikhonov damping ``lambda > 0`` (Huo et al. 2026: 0.1 classic control, 1.0 MuJoCo — unverified)
     :param fisher: ``"mean"``, ``"sample"`` or ``"batch"``
     :param step_size: fixed step ``alpha``, or ``alpha_max`` with a trust region
     :param max_kl: trust-region radius ``delta > 0``, or ``None`` for a fixed step

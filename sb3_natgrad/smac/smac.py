@@ -1,4 +1,4 @@
-"""SMAC: Sherman–Morrison Actor-Critic (Huo, Dash, Stoican, Kaski, Sun — arXiv 2601.18626, seed 004)."""
+"""SMAC: Sherman–Morrison Actor-Critic (Huo, Dash, Stoican, Kaski, Sun — arXiv 2601.18626, 2026)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sb3_natgrad.common.checks import ArgumentCheck, check_choice, check_int, check_learning_rate, check_number
+from sb3_natgrad.common.gradients import flat_grad
 from sb3_natgrad.common.on_policy import NaturalGradientAlgorithm, own_arguments
 from sb3_natgrad.optim.sherman_morrison import (
     FISHER_MODES,
@@ -72,16 +73,6 @@ def _substituted_parameters(owners: Sequence[tuple[nn.Module, str]], tensors: Se
             module._parameters[name] = original
 
 
-def _flat(grads: Sequence[th.Tensor | None], params: Sequence[th.Tensor]) -> th.Tensor:
-    """Concatenate gradients in ``parameters_to_vector`` order (zeros for parameters outside the graph)."""
-    return th.cat([(p.new_zeros(p.shape) if g is None else g).reshape(-1) for g, p in zip(grads, params, strict=True)])
-
-
-def _flat_grad(output: th.Tensor, params: Sequence[th.Tensor], retain_graph: bool = False) -> th.Tensor:
-    grads = th.autograd.grad(output, params, retain_graph=retain_graph, allow_unused=True)
-    return _flat(grads, params)
-
-
 def _index_obs(obs: PyTorchObs, index: th.Tensor) -> PyTorchObs:
     if isinstance(obs, dict):
         return {key: value[index] for key, value in obs.items()}
@@ -92,19 +83,19 @@ class SMAC(NaturalGradientAlgorithm):
     """
     Sherman–Morrison Actor-Critic (SMAC).
 
-    Paper: https://arxiv.org/abs/2601.18626 (seed 004), "Rank-1 Approximation of Inverse Fisher for Natural Policy
+    Paper: https://arxiv.org/abs/2601.18626 (Huo et al. 2026), "Rank-1 Approximation of Inverse Fisher for Natural Policy
     Gradients in Deep Reinforcement Learning". A2C with a separate critic, whose actor takes ONE natural-gradient
     step per rollout, preconditioned by a damped empirical Fisher that is inverted matrix-free with the
-    Sherman–Morrison formula (seed 004 §3 eq. (3), §4.1 eqs. (4)-(5)) or the Woodbury identity.
+    Sherman–Morrison formula (Huo et al. 2026, §3 eq. (3), §4.1 eqs. (4)-(5)) or the Woodbury identity.
 
     Every update (one per rollout, whole batch of ``M = n_steps * n_envs`` samples):
 
-    1. GAE advantages ``A_i`` of the rollout (seed 004 §4.3 eqs. (6)-(7)), optionally standardised;
+    1. GAE advantages ``A_i`` of the rollout (Huo et al. 2026, §4.3 eqs. (6)-(7)), optionally standardised;
     2. the ascent gradient of the A2C objective over the actor parameters ``theta`` only,
        ``g = grad mean_i A_i log pi(a_i|s_i) + ent_coef * grad mean_i H(pi(.|s_i))``;
     3. the natural direction ``d = F^-1 g`` with ``F`` the damped empirical Fisher chosen by ``fisher``:
 
-       * ``"mean"`` (seed 004 §5.1, the paper's experiments): ``F = lambda I + psi psi^T`` with ``psi`` the mean
+       * ``"mean"`` (Huo et al. 2026, §5.1, the paper's experiments): ``F = lambda I + psi psi^T`` with ``psi`` the mean
          score ``grad mean_i log pi(a_i|s_i)``; ``d = (g - psi (psi^T g) / (lambda + psi^T psi)) / lambda``.
          Two backward passes and ``O(d)`` extra time and memory. ``fisher_samples=1`` gives the paper's
          one-sample Fisher ``psi = grad log pi(a_k|s_k)`` of a random sample (§4.1 eq. (4));
@@ -117,26 +108,20 @@ class SMAC(NaturalGradientAlgorithm):
 
     4. the step ``theta <- theta + alpha d``: a fixed ``alpha = actor_step_size`` (``max_kl=None``), or the trust
        region ``alpha = min(actor_step_size, sqrt(2 max_kl / g^T F^-1 g))`` (quadratic KL model
-       ``1/2 alpha^2 d^T F d <= max_kl``);
+       ``1/2 alpha^2 d^T F d <= max_kl``), then, as in TRPO, a backtracking line search on the *exact* batch-mean
+       ``KL(pi_old || pi_new)``: while the KL exceeds ``max_kl`` the step is shrunk by
+       ``min(line_search_shrinking_factor, 0.95 sqrt(max_kl / KL))`` (the quadratic model's step to just inside the
+       bound, at least the factor), at most ``line_search_max_iter`` times; if none fits, the actor is left
+       unchanged. The damped rank-1 model of ``"mean"`` ignores the policy's curvature, so without the search the
+       real KL can exceed ``max_kl`` by orders of magnitude; ``train/line_search_fraction`` logs the fraction taken;
     5. the critic (a separate network) minimises ``mean((R_i - V(s_i))^2)`` with its own Adam optimizer for
-       ``n_critic_updates`` epochs of minibatches of ``batch_size`` (seed 004 §4.3).
+       ``n_critic_updates`` epochs of minibatches of ``batch_size`` (Huo et al. 2026, §4.3).
 
-    *When does each ``fisher`` mode help?* (notes §4.2, measured by ``benchmarks/smac_comparison.py trap``.)
-    Because ``E_a[grad log pi(a|s)] = 0`` the batch-mean score shrinks like ``1/sqrt(M)``, so at the default batch of
-    1000 the rank-1 term of ``"mean"`` is negligible (``|psi|^2 << lambda``) and the step is ``alpha g / lambda``:
-    plain SGD on the A2C objective with learning rate ``alpha / lambda`` — with the trust region, a normalised
-    gradient step of Euclidean length ``sqrt(2 max_kl / lambda)``, whose exact KL can exceed ``max_kl`` severalfold
-    because the damped rank-1 model ignores the policy's curvature. The logged ``train/fisher_correction =
-    |lambda d - g| / |g|`` (0 for SGD) shows it: on CartPole-v1 its median is 0.03 at ``M = 1000`` (0.2 at
-    ``M = 100``) with ``train/fisher_alignment = cos(g, d)`` of 0.9998. So ``"mean"`` (the paper's choice, cheap:
-    two backward passes, ``O(d)``) is a robust normalised-gradient method, and a curvature method only for small
-    batches or ``fisher_samples=1`` (the paper's one-sample Fisher; correction ~0.7). ``"batch"`` preconditions with
-    the full empirical Fisher of the batch (correction ~0.94, alignment ~0.55 on CartPole) and is the mode that
-    behaves like a natural gradient: Pendulum-v1 (``gamma=0.9``, 60k steps) goes from about -1100 to -280 with
-    ``"batch"`` but gets worse with ``"mean"``. It costs one ``M x M`` Gram matrix and solve (~70 ms at ``M = 1000``
-    for a 64-64 MLP on one CPU thread, ``O(M^2)`` memory; use ``fisher_samples`` for large batches). ``"sample"``
-    computes the same direction as ``"batch"`` by the incremental recursion (WoodFisher): a cross-check of the
-    paper's incremental variant, about a second per update at ``M = 1000``.
+    *Which ``fisher``?* With a large batch the mean score of ``"mean"`` is tiny (``E_a[grad log pi] = 0``), so its
+    step is plain normalised gradient ascent; ``"batch"`` uses the whole empirical Fisher of the batch and is the mode
+    that behaves like a natural gradient, for one ``M x M`` Gram matrix and solve per update; ``"sample"`` computes
+    the same direction incrementally (a cross-check). ``train/fisher_correction = |lambda d - g| / |g|`` (0 for
+    SGD) shows how far a step is from SGD. Measurements: ``benchmarks/results/smac/fisher_modes.md``.
 
     *Fisher sub-sampling.* ``fisher_samples=k`` builds the empirical Fisher from ``k`` random samples of the batch
     (``"mean"``: ``psi`` is their mean score) while ``g`` always uses the whole batch; ``"batch"`` then solves with
@@ -157,16 +142,11 @@ class SMAC(NaturalGradientAlgorithm):
     ``RuntimeWarning`` (parameters untouched; ``train/skipped_updates`` counts them); a step whose new policy is not
     finite is reverted; a non-finite critic loss skips that critic minibatch.
 
-    Defaults and where they come from: ``n_steps=1000`` (one env), ``gamma=0.99``, ``gae_lambda=0.9`` and
-    ``damping=0.1`` are the seed 004 table (A.5; classic control — the table gives ``damping=1.0`` for MuJoCo and
-    0.01 for Humanoid/Pusher); ``fisher="mean"`` is the variant of the paper's experiments (§5.1). The table's actor
-    step and critic learning rate are not readable in our copy (math stripped). The critic settings
-    ``learning_rate=1e-3``, ``n_critic_updates=10`` and ``normalize_advantage=True`` are sb3-contrib TRPO's defaults
-    (``batch_size=250`` instead of TRPO's 128: a quarter of the batch, half the critic steps); ``max_kl=0.01`` is
-    TRPO's ``target_kl``; ``actor_step_size=1.0`` only caps the trust-region step. Checked on CartPole-v1 (batch
-    1000): 5/5 seeds reach an evaluation return of 475 within 10k-35k steps with these defaults (also with
-    ``max_kl`` 0.001 and 0.003, and with ``fisher="batch"``), while the fixed steps ``alpha = 0.001`` and ``0.003``
-    (SGD learning rates 0.01 and 0.03) had not solved it after 100k steps.
+    Defaults: ``n_steps=1000``, ``gamma=0.99``, ``gae_lambda=0.9`` and ``damping=0.1`` are Huo et al. 2026, table A.5
+    (classic control; ``damping=1.0`` for MuJoCo); ``fisher="mean"`` is the paper's (§5.1). The critic's
+    ``learning_rate=1e-3``, ``n_critic_updates=10`` and ``normalize_advantage=True`` are sb3-contrib TRPO's,
+    ``max_kl=0.01`` is TRPO's ``target_kl``; ``actor_step_size=1.0`` only caps the trust-region step. Sources and
+    checks: ``benchmarks/results/smac/fisher_modes.md``.
 
     :param policy: ``"MlpPolicy"``, ``"CnnPolicy"``, ``"MultiInputPolicy"`` or an ``ActorCriticPolicy`` subclass
     :param env: the environment (or its Gymnasium id)
@@ -181,8 +161,11 @@ class SMAC(NaturalGradientAlgorithm):
     :param ent_coef: entropy coefficient of the actor objective
     :param damping: Tikhonov damping ``lambda > 0`` of the empirical Fisher
     :param fisher: ``"mean"``, ``"sample"`` or ``"batch"`` (see above)
-    :param max_kl: trust-region radius ``delta`` of the quadratic KL model (with the 1/2), or ``None`` for the fixed
-        step ``actor_step_size``
+    :param max_kl: trust-region radius ``delta`` of the quadratic KL model (with the 1/2) and bound on the exact KL of
+        the line search, or ``None`` for the fixed step ``actor_step_size``
+    :param line_search_shrinking_factor: the least shrinking, in (0, 1), of each line-search try (sb3-contrib TRPO's
+        fixed factor 0.8)
+    :param line_search_max_iter: most shrinkings of the line search (0: no line search, the quadratic model alone)
     :param fisher_samples: number of random samples of the batch in the empirical Fisher (``None``: all)
     :param normalize_advantage: standardise the advantages of each batch
     :param max_grad_norm: clip the critic's gradient norm (``None``: no clipping)
@@ -208,6 +191,8 @@ class SMAC(NaturalGradientAlgorithm):
         "fisher": partial(check_choice, choices=FISHER_MODES),
         "max_kl": partial(check_number, low=0.0, low_inclusive=False, allow_none=True),
         "fisher_samples": partial(check_int, low=1, allow_none=True),
+        "line_search_shrinking_factor": partial(check_number, low=0.0, high=1.0, low_inclusive=False, high_inclusive=False),
+        "line_search_max_iter": partial(check_int, low=0),
     }
     saved_markers = ("actor_step_size", "fisher")
     default_log_interval = 1
@@ -220,6 +205,9 @@ class SMAC(NaturalGradientAlgorithm):
     max_kl: float | None
     fisher_samples: int | None
     normalize_advantage: bool
+    # class defaults: models saved before the line search existed load with it
+    line_search_shrinking_factor: float = 0.8
+    line_search_max_iter: int = 10
 
     def __init__(
         self,
@@ -237,6 +225,8 @@ class SMAC(NaturalGradientAlgorithm):
         fisher: str = "mean",
         max_kl: float | None = 0.01,
         fisher_samples: int | None = None,
+        line_search_shrinking_factor: float = 0.8,
+        line_search_max_iter: int = 10,
         normalize_advantage: bool = True,
         max_grad_norm: float | None = None,
         use_sde: bool = False,
@@ -258,7 +248,7 @@ class SMAC(NaturalGradientAlgorithm):
     def _setup_model(self) -> None:
         super()._setup_model()
         self._actor_params, self._critic_params = self._split_parameters()
-        # The policy's optimizer now trains the critic alone (seed 004 §4.3: MSE with Adam).
+        # The policy's optimizer now trains the critic alone (Huo et al. 2026, §4.3: MSE with Adam).
         self.policy.optimizer = self.policy.optimizer_class(  # type: ignore[call-arg]
             self._critic_params, lr=self.lr_schedule(1), **self.policy.optimizer_kwargs
         )
@@ -401,7 +391,7 @@ class SMAC(NaturalGradientAlgorithm):
         self, obs: PyTorchObs, actions: th.Tensor, advantages: th.Tensor
     ) -> tuple[NaturalGradientStep, th.Tensor | None, Distribution, dict[str, float]]:
         """
-        Forward pass, A2C objective and natural direction ``F^-1 g`` (seed 004 §4.1 eq. (5), §5.1).
+        Forward pass, A2C objective and natural direction ``F^-1 g`` (Huo et al. 2026, §4.1 eq. (5), §5.1).
 
         :return: the step, the flat direction ``d`` (``None`` if skipped), the pre-update distribution, and the
             losses and extra statistics to log
@@ -437,15 +427,15 @@ class SMAC(NaturalGradientAlgorithm):
 
         lam = self.damping
         if self.fisher == "mean":
-            # seed 004 §5.1: F = lambda I + psi psi^T with psi the mean score (of the subset: fisher_samples).
-            grad = _flat_grad(objective, params, retain_graph=True)
+            # Huo et al. 2026, §5.1: F = lambda I + psi psi^T with psi the mean score (of the subset: fisher_samples).
+            grad = flat_grad(objective, params, retain_graph=True)
             fisher_log_prob = log_prob if subset is None else log_prob[subset]
-            score = _flat_grad(fisher_log_prob.mean(), params)
+            score = flat_grad(fisher_log_prob.mean(), params)
             step = pre.compute(grad, score)
             direction = step.direction
         elif self.fisher == "sample":
-            # WoodFisher recursion over per-sample scores (seed 004 §4.1, incremental Sherman-Morrison), in float64.
-            grad = _flat_grad(objective, params)
+            # WoodFisher recursion over per-sample scores (Huo et al. 2026, §4.1, incremental Sherman-Morrison), in float64.
+            grad = flat_grad(objective, params)
             fisher_obs = obs if subset is None else _index_obs(obs, subset)
             fisher_actions = actions if subset is None else actions[subset]
             scores = self._per_sample_scores(fisher_obs, fisher_actions, params)
@@ -461,7 +451,7 @@ class SMAC(NaturalGradientAlgorithm):
             direction = None
             if not step.skipped:
                 assert step.weights is not None
-                direction = _flat_grad((step.weights.detach().to(log_prob.dtype) * log_prob).sum(), params)
+                direction = flat_grad((step.weights.detach().to(log_prob.dtype) * log_prob).sum(), params)
                 # |lambda d - g| / |g| from K alone: lambda d - g = U (lambda w - a / M).
                 residual = lam * step.weights.double() - coefficients.double() / num
                 gram64 = gram.double()
@@ -471,7 +461,7 @@ class SMAC(NaturalGradientAlgorithm):
         else:
             # General Woodbury form for an arbitrary g (exact entropy gradient, or a sub-sampled Fisher):
             # F^-1 g = (g - U (K + k lambda I)^-1 U^T g) / lambda (notes §4.3; U^T g by double backward).
-            grad = _flat_grad(objective, params, retain_graph=True)
+            grad = flat_grad(objective, params, retain_graph=True)
             if subset is None:
                 fisher_dist, fisher_log_prob, fisher_obs, fisher_actions = distribution, log_prob, obs, actions
             else:
@@ -487,7 +477,7 @@ class SMAC(NaturalGradientAlgorithm):
                 return self._skipped_step("non-finite gradient or Gram matrix"), None, distribution, info
             projections = score_projections(fisher_log_prob, params, grad)
             weights = kernel_weights(gram, projections, lam).detach()
-            direction = (grad - _flat_grad((weights * fisher_log_prob).sum(), params)) / lam
+            direction = (grad - flat_grad((weights * fisher_log_prob).sum(), params)) / lam
             step = pre.step_from_direction(grad, direction)
             direction = step.direction
 
@@ -530,18 +520,53 @@ class SMAC(NaturalGradientAlgorithm):
             self._skip_update(f"the step overflowed (step size {step.step_size:g})", what="actor update")
             return info
         backup = [p.detach().clone() for p in self._actor_params]
-        self._apply_update(update)
-        kl = self._exact_kl(old_distribution, obs)
+        fraction, kl = self._line_search(obs, old_distribution, backup, update)
         if not self._keep_if_finite(self._actor_params, backup, kl, what="actor update"):
             return info
         info.update({key: float(value) for key, value in step.stats.items()})
-        info["kl"] = kl
+        info.update(kl=kl, line_search_fraction=fraction, step_size=fraction * step.step_size)
         return info
+
+    def _line_search(
+        self, obs: PyTorchObs, old_distribution: Distribution, backup: list[th.Tensor], update: th.Tensor
+    ) -> tuple[float, float]:
+        """
+        Take ``update``, shrunk until the exact batch-mean KL is at most ``max_kl`` (TRPO's backtracking line search).
+
+        :return: the fraction of ``update`` taken (0: none fitted, the actor is back at ``backup``) and the exact KL
+        """
+        fraction = 1.0
+        self._apply_update(update)
+        kl = self._exact_kl(old_distribution, obs)
+        if self.max_kl is None or self.line_search_max_iter == 0:
+            return fraction, kl
+        for _ in range(self.line_search_max_iter):
+            if math.isfinite(kl) and kl <= self.max_kl:
+                return fraction, kl
+            # the KL is quadratic in the step for small steps: jump to just inside the bound, shrinking at least by
+            # the factor (the damped model can be off by orders of magnitude, which a fixed factor needs dozens of
+            # tries to make up)
+            shrink = self.line_search_shrinking_factor
+            if math.isfinite(kl):
+                shrink = min(shrink, 0.95 * math.sqrt(self.max_kl / kl))
+            fraction *= shrink
+            self._restore_actor(backup)
+            self._apply_update(fraction * update)
+            kl = self._exact_kl(old_distribution, obs)
+        if math.isfinite(kl) and kl <= self.max_kl:
+            return fraction, kl
+        self._restore_actor(backup)
+        return 0.0, 0.0
+
+    def _restore_actor(self, backup: list[th.Tensor]) -> None:
+        with th.no_grad():
+            for param, saved in zip(self._actor_params, backup, strict=True):
+                param.copy_(saved)
 
     # -- the critic ----------------------------------------------------------------------------------------------
 
     def _critic_update(self) -> float:
-        """``n_critic_updates`` epochs of minibatch MSE regression of the critic on the returns (seed 004 §4.3)."""
+        """``n_critic_updates`` epochs of minibatch MSE regression of the critic on the returns (Huo et al. 2026, §4.3)."""
         optimizer = self.policy.optimizer
         value_losses = []
         nonfinite = 0
@@ -594,6 +619,7 @@ class SMAC(NaturalGradientAlgorithm):
             grad_norm=info.get("grad_norm", nan),
             fisher_alignment=info.get("fisher_alignment", nan),
             fisher_correction=info.get("fisher_correction", nan),
+            line_search_fraction=info.get("line_search_fraction", nan),
             kl_quadratic=info.get("kl_estimate", nan),
             damping=self.damping,
         )
