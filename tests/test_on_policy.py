@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
+import warnings
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 from torch import nn
 
 from sb3_natgrad import ACKTR, KFRELAX, SMAC
@@ -121,3 +125,93 @@ def test_the_skip_counter_is_saved(algo: type, tmp_path) -> None:
     model.skipped_updates = 3
     model.save(tmp_path / "m.zip")
     assert algo.load(tmp_path / "m.zip", device="cpu").skipped_updates == 3
+
+
+class NanRewardAt(gym.Wrapper):
+    """Returns a NaN reward at one step of its life, and normal rewards otherwise."""
+
+    def __init__(self, env: gym.Env, at: int) -> None:
+        super().__init__(env)
+        self.at, self.count = at, 0
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.count += 1
+        return obs, (float("nan") if self.count == self.at else reward), terminated, truncated, info
+
+
+@pytest.mark.parametrize("algo", ALGOS, ids=lambda a: a.__name__)
+def test_a_stalled_training_stops_with_an_error_naming_the_non_finite_statistic(algo: type) -> None:
+    # One NaN reward poisons VecNormalize's running return variance for good: every later update is skipped.
+    env = VecNormalize(DummyVecEnv([lambda: NanRewardAt(gym.make("CartPole-v1"), at=20)]), norm_reward=True)
+    model = algo("MlpPolicy", env, seed=0, device="cpu", max_consecutive_skips=4, **SMALL[algo])
+    with pytest.raises(RuntimeError, match=r"4 updates in a row .* VecNormalize's ret_rms\.var") as error:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            model.learn(model.n_steps * 40)
+    assert "max_consecutive_skips=4" in str(error.value)
+    assert model.skipped_updates == 4
+    assert model.num_timesteps < model.n_steps * 10  # stopped right away, not after 40 rollouts
+
+
+@pytest.mark.parametrize("algo", ALGOS, ids=lambda a: a.__name__)
+def test_isolated_skips_do_not_stop_training(algo: type) -> None:
+    model = make(algo, max_consecutive_skips=2)
+    model.learn(model.n_steps)
+    for _ in range(3):  # a skipped update, then a good one, three times
+        model.rollout_buffer.advantages[:] = np.nan
+        model.rollout_buffer.returns[:] = np.nan
+        if algo is KFRELAX:
+            model.rollout_buffer.used_for_update = False
+        with pytest.warns(RuntimeWarning):
+            model.train()
+        model.learn(model.n_steps, reset_num_timesteps=False)
+    assert model.skipped_updates == 3
+
+
+def test_acktr_refuses_zero_damping() -> None:
+    with pytest.raises(ValueError, match="ACKTR: invalid damping=0 with weight_decay=0"):
+        make(ACKTR, damping=0)
+    make(ACKTR, damping=0, weight_decay=1e-3)  # the weight decay damps
+
+
+@pytest.mark.parametrize("algo", ALGOS, ids=lambda a: a.__name__)
+def test_save_appends_zip_like_sb3_and_leaves_no_temporary_file(algo: type, tmp_path) -> None:
+    model = make(algo)
+    model.save(tmp_path / "agent")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["agent.zip"]
+    assert (tmp_path / "agent.zip").stat().st_mode & 0o044  # readable by others, as a plain open() gives
+    buffer = io.BytesIO()
+    model.save(buffer)
+    buffer.seek(0)
+    assert type(algo.load(buffer, device="cpu")) is algo
+
+
+KILLED_SAVE = """
+import sys, time
+import torch
+from sb3_natgrad import ACKTR
+model = ACKTR("MlpPolicy", "CartPole-v1", n_steps=8, seed=0, device="cpu")
+model.save(sys.argv[1])
+original = torch.save
+def stalled(*args, **kwargs):
+    original(*args, **kwargs)
+    print("saving", flush=True)
+    time.sleep(120)
+torch.save = stalled
+model.learn(16)
+model.save(sys.argv[1])
+"""
+
+
+def test_a_save_killed_midway_leaves_the_previous_model_intact(tmp_path) -> None:
+    path = tmp_path / "agent.zip"
+    process = subprocess.Popen([sys.executable, "-c", KILLED_SAVE, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "saving"  # inside the second save, after a partial write
+        process.kill()
+    finally:
+        process.wait(timeout=60)
+    model = ACKTR.load(path, device="cpu")
+    assert model.num_timesteps == 0  # the first save's model, complete

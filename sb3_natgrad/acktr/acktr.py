@@ -113,6 +113,8 @@ class ACKTR(NaturalGradientAlgorithm):
     :param adaptive_gauss_newton: use the running Bellman-error variance as the critic's output variance in the
         Fisher (Wu et al. 2017, appendix D) instead of 1
     :param normalize_advantage: standardise the advantages of each batch
+    :param max_consecutive_skips: stop with an error that says what is not finite after this many skipped updates in
+        a row (``None``: never)
     :param use_sde: generalised State-Dependent Exploration (Box actions)
     :param sde_sample_freq: resample the gSDE noise matrix every n steps (-1: once per rollout)
     :param rollout_buffer_class: rollout buffer class (default: chosen from the observation space)
@@ -181,6 +183,7 @@ class ACKTR(NaturalGradientAlgorithm):
         async_inverse: bool = False,
         adaptive_gauss_newton: bool = False,
         normalize_advantage: bool = False,
+        max_consecutive_skips: int | None = 10,
         use_sde: bool = False,
         sde_sample_freq: int = -1,
         rollout_buffer_class: type[RolloutBuffer] | None = None,
@@ -205,6 +208,12 @@ class ACKTR(NaturalGradientAlgorithm):
             warmup_max_grad_norm=arguments["max_grad_norm"],
             **kfac_arguments,
         )
+        if arguments["damping"] + arguments["weight_decay"] == 0:
+            # K-FAC's factors of a policy network are rank-deficient: without damping nearly every step is refused
+            raise ValueError(
+                f"{type(self).__name__}: invalid damping=0 with weight_decay=0, expected damping > 0: the undamped "
+                "Kronecker factors are singular (e.g. damping=0.01, the paper's)"
+            )
 
     def _setup_model(self) -> None:
         super()._setup_model()

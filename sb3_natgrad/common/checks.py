@@ -184,6 +184,7 @@ SHARED_ARGUMENT_CHECKS: dict[str, ArgumentCheck] = {
     "use_sde": check_bool,
     "sde_sample_freq": partial(check_int, low=-1),
     "stats_window_size": partial(check_int, low=1),
+    "max_consecutive_skips": partial(check_int, low=1, allow_none=True),
 }
 
 

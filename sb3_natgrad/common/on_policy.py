@@ -5,9 +5,11 @@ from __future__ import annotations
 import inspect
 import io
 import math
+import os
 import pathlib
+import tempfile
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -93,6 +95,10 @@ class NaturalGradientAlgorithm(LogScheduleMixin, OnPolicyAlgorithm):
     #: updates that left the policy unchanged (non-finite values, refused data); a class default so that files
     #: saved before the counter existed load with 0
     skipped_updates: int = 0
+    #: this many skipped updates in a row stop training with an error that says what is not finite (``None``: never)
+    max_consecutive_skips: int | None = 10
+    _consecutive_skips: int = 0
+    _skipped_this_update: bool = False
 
     def __init__(self, policy: str | type[ActorCriticPolicy], env: GymEnv | str | None, **arguments: Any):
         name = type(self).__name__
@@ -143,6 +149,7 @@ class NaturalGradientAlgorithm(LogScheduleMixin, OnPolicyAlgorithm):
         if optimizers:
             self._update_learning_rate(list(optimizers))
         self._iterations_in_learn += 1
+        self._skipped_this_update = False
 
     def _whole_batch(self) -> tuple[RolloutBufferSamples, th.Tensor]:
         """The rollout as one batch, and its actions as the policy's distributions take them."""
@@ -178,8 +185,47 @@ class NaturalGradientAlgorithm(LogScheduleMixin, OnPolicyAlgorithm):
         :param what: what was not updated, e.g. ``"actor update"``
         """
         self.skipped_updates += 1
-        warnings.warn(f"{type(self).__name__}: {reason}; the {what} was {outcome}", RuntimeWarning, stacklevel=3)
+        self._skipped_this_update = True
+        self._consecutive_skips += 1
+        name = type(self).__name__
+        limit = self.max_consecutive_skips
+        if limit is not None and self._consecutive_skips >= limit:
+            raise RuntimeError(
+                f"{name}: {self._consecutive_skips} updates in a row were {outcome} (the last: {reason}), so training "
+                f"has stalled. {self._non_finite_report()} (max_consecutive_skips={limit} sets this limit; None disables it)"
+            )
+        warnings.warn(f"{name}: {reason}; the {what} was {outcome}", RuntimeWarning, stacklevel=3)
         self.logger.record("train/skipped_updates", self.skipped_updates)
+
+    def _non_finite_report(self) -> str:
+        """What is not finite among the normalisation statistics, the rollout and the parameters, and what to do."""
+        found = []
+        vec_normalize = self.get_vec_normalize_env()
+        if vec_normalize is not None:
+            for stats_name in ("obs_rms", "ret_rms"):
+                stats = getattr(vec_normalize, stats_name, None)
+                for field in ("mean", "var"):
+                    value = getattr(stats, field, None) if not isinstance(stats, dict) else None
+                    if value is not None and not np.all(np.isfinite(value)):
+                        found.append(f"VecNormalize's {stats_name}.{field}")
+        buffer = self.rollout_buffer
+        for field in ("observations", "actions", "rewards", "returns", "values", "advantages"):
+            value = getattr(buffer, field, None)
+            values = value.values() if isinstance(value, dict) else [value]
+            if any(v is not None and not np.all(np.isfinite(v)) for v in values):
+                found.append(f"the rollout's {field}")
+        if not all_finite([p.detach() for p in self.policy.parameters()]):
+            found.append("the policy's parameters")
+        if found:
+            return (
+                f"Not finite: {', '.join(found)}. A non-finite reward or observation from the environment poisons the "
+                "statistics that follow it (VecNormalize's running return variance keeps it for good): check the "
+                "environment, e.g. with stable_baselines3.common.vec_env.VecCheckNan."
+            )
+        return (
+            "The rollout and the parameters are finite, so the curvature or the step is not: raise the damping or "
+            "lower the learning rate / trust region."
+        )
 
     def _keep_if_finite(
         self, params: Sequence[nn.Parameter], backup: Sequence[th.Tensor], kl: float | None, what: str = "update"
@@ -203,6 +249,8 @@ class NaturalGradientAlgorithm(LogScheduleMixin, OnPolicyAlgorithm):
     ) -> None:
         """Count the update and log A2C's keys, the KL, the skipped updates and the algorithm's own ``train/`` keys."""
         self._n_updates += 1
+        if not self._skipped_this_update:
+            self._consecutive_skips = 0
         buffer = self.rollout_buffer
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/explained_variance", explained_variance(buffer.values.flatten(), buffer.returns.flatten()))
@@ -216,6 +264,42 @@ class NaturalGradientAlgorithm(LogScheduleMixin, OnPolicyAlgorithm):
             self.logger.record(f"train/{key}", value)
         if hasattr(self.policy, "log_std"):
             self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
+
+    def save(
+        self,
+        path: str | pathlib.Path | io.BufferedIOBase,
+        exclude: Iterable[str] | None = None,
+        include: Iterable[str] | None = None,
+    ) -> None:
+        """
+        SB3's ``save``, made atomic for a path: the model is written to a temporary file in the same folder and
+        renamed over ``path`` when complete, so an interrupted save (a kill, a full disk) leaves the previous file
+        intact. As in SB3, ``.zip`` is appended to a path without a suffix; an open file is written directly.
+
+        See ``stable_baselines3.common.base_class.BaseAlgorithm.save`` for the arguments.
+        """
+        if isinstance(path, io.BufferedIOBase):
+            super().save(path, exclude=exclude, include=include)
+            return
+        target = pathlib.Path(path)
+        if target.suffix == "":
+            target = target.with_name(target.name + ".zip")
+        if target.is_dir():  # SB3's own fallback (it saves beside the folder)
+            super().save(path, exclude=exclude, include=include)
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial.zip")
+        os.close(handle)
+        try:
+            super().save(pathlib.Path(temporary), exclude=exclude, include=include)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(temporary, 0o666 & ~umask)  # what a plain open() would have given, not mkstemp's 0600
+            os.replace(temporary, target)
+        except BaseException:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+            raise
 
     # -- learn / load --------------------------------------------------------------------------------------------
 

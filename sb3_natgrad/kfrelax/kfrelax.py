@@ -139,6 +139,8 @@ class KFRELAX(NaturalGradientAlgorithm):
     :param max_kl: cap on the exact batch-mean ``KL(pi_old || pi_new)`` of one update (``None``: no cap)
     :param target: ``"advantage"`` or ``"return"``: the ``f_t`` of the estimator
     :param normalize_advantage: standardise ``f_t`` over the batch (also with ``target="return"``)
+    :param max_consecutive_skips: stop with an error that says what is not finite after this many skipped updates in
+        a row (``None``: never)
     :param cv_optimizer: ``"kfac"`` (KF-RELAX) or ``"adam"`` (RELAX)
     :param cv_loss: ``"exact"`` (double backprop) or ``"proxy"`` (logit-level proxy)
     :param cv_learning_rate: step size of ``c_phi``'s optimizer: K-FAC's maximum step size or Adam's learning rate
@@ -217,6 +219,7 @@ class KFRELAX(NaturalGradientAlgorithm):
         max_kl: float | None = 0.01,
         target: str = "advantage",
         normalize_advantage: bool = True,
+        max_consecutive_skips: int | None = 10,
         cv_optimizer: str = "kfac",
         cv_loss: str = "exact",
         cv_learning_rate: float | None = None,

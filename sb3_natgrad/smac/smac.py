@@ -168,6 +168,8 @@ class SMAC(NaturalGradientAlgorithm):
     :param line_search_max_iter: most shrinkings of the line search (0: no line search, the quadratic model alone)
     :param fisher_samples: number of random samples of the batch in the empirical Fisher (``None``: all)
     :param normalize_advantage: standardise the advantages of each batch
+    :param max_consecutive_skips: stop with an error that says what is not finite after this many skipped updates in
+        a row (``None``: never)
     :param max_grad_norm: clip the critic's gradient norm (``None``: no clipping)
     :param use_sde: generalised State-Dependent Exploration (Box actions)
     :param sde_sample_freq: resample the gSDE noise matrix every n steps (-1: once per rollout)
@@ -228,6 +230,7 @@ class SMAC(NaturalGradientAlgorithm):
         line_search_shrinking_factor: float = 0.8,
         line_search_max_iter: int = 10,
         normalize_advantage: bool = True,
+        max_consecutive_skips: int | None = 10,
         max_grad_norm: float | None = None,
         use_sde: bool = False,
         sde_sample_freq: int = -1,
