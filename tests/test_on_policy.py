@@ -215,3 +215,50 @@ def test_a_save_killed_midway_leaves_the_previous_model_intact(tmp_path) -> None
         process.wait(timeout=60)
     model = ACKTR.load(path, device="cpu")
     assert model.num_timesteps == 0  # the first save's model, complete
+
+
+@pytest.mark.parametrize("algo", ALGOS, ids=lambda a: a.__name__)
+@pytest.mark.parametrize("bad", [float("nan"), -1e-3])
+def test_a_schedule_with_a_bad_value_is_named_before_any_parameter_changes(algo: type, bad: float) -> None:
+    value = {"now": 1e-3}
+    model = make(algo, learning_rate=lambda progress: value["now"])
+    model.learn(model.n_steps)
+    value["now"] = bad
+    before = [p.detach().clone() for p in model.policy.parameters()]
+    with pytest.raises(ValueError, match=rf"{algo.__name__}: invalid learning_rate=(nan|-0\.001), .* progress_remaining=0"):
+        model.learn(model.n_steps)
+    assert all(th.equal(p, b) for p, b in zip(model.policy.parameters(), before))
+
+
+def test_smac_actor_step_size_schedule_is_checked_too() -> None:
+    model = make(SMAC, actor_step_size=lambda progress: float("nan"))
+    with pytest.raises(ValueError, match="SMAC: invalid actor_step_size=nan, .* at progress_remaining=0"):
+        model.learn(model.n_steps)
+
+
+class NanObservationAt(gym.Wrapper):
+    """Returns a NaN observation at one step."""
+
+    def __init__(self, env: gym.Env, at: int) -> None:
+        super().__init__(env)
+        self.at, self.count = at, 0
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.count += 1
+        if self.count == self.at:
+            obs = np.full_like(obs, np.nan)
+        return obs, reward, terminated, truncated, info
+
+
+@pytest.mark.parametrize("algo", ALGOS, ids=lambda a: a.__name__)
+def test_a_nan_observation_is_named_with_its_env_index(algo: type) -> None:
+    envs = [lambda: gym.make("CartPole-v1"), lambda: NanObservationAt(gym.make("CartPole-v1"), at=5)]
+    model = algo("MlpPolicy", DummyVecEnv(envs), seed=0, device="cpu", **SMALL[algo])
+    with pytest.raises(ValueError, match=f"{algo.__name__}: the observation of env 1 is not finite"):
+        model.learn(model.n_steps * 4)
+
+
+def test_smac_warns_when_the_critic_batch_is_larger_than_the_rollout() -> None:
+    with pytest.warns(UserWarning, match="batch_size=250 is larger than the rollout"):
+        SMAC("MlpPolicy", "CartPole-v1", n_steps=16)

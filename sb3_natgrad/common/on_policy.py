@@ -9,17 +9,19 @@ import os
 import pathlib
 import tempfile
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.buffers import RolloutBufferSamples
+from stable_baselines3.common.buffers import RolloutBuffer, RolloutBufferSamples
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, BasePolicy, MultiInputActorCriticPolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs
 from stable_baselines3.common.utils import explained_variance
+from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
 from sb3_natgrad.common.checks import (
@@ -33,7 +35,7 @@ from sb3_natgrad.common.distributions import policy_kl
 from sb3_natgrad.common.log_schedule import LogScheduleMixin
 from sb3_natgrad.common.minatar import MinAtarPolicy
 from sb3_natgrad.common.save_util import check_saved_algorithm
-from sb3_natgrad.optim.validation import all_finite
+from sb3_natgrad.optim.validation import all_finite, invalid, is_number
 
 SelfNaturalGradientAlgorithm = TypeVar("SelfNaturalGradientAlgorithm", bound="NaturalGradientAlgorithm")
 
@@ -52,6 +54,20 @@ def own_arguments(local_variables: Mapping[str, Any]) -> dict[str, Any]:
     :return: every argument but ``self``
     """
     return {key: value for key, value in local_variables.items() if key not in ("self", "__class__")}
+
+
+def _non_finite_observation(obs: Any) -> str | None:
+    """``"env 3"`` or ``"env 3, key 'image'"`` for the first non-finite observation of a batch, ``None`` if all are finite."""
+    parts = obs.items() if isinstance(obs, dict) else [(None, obs)]
+    for key, value in parts:
+        array = np.asarray(value)
+        if not np.issubdtype(array.dtype, np.floating):
+            continue
+        bad = ~np.isfinite(array.reshape(array.shape[0], -1)).all(axis=1)
+        if bad.any():
+            index = int(np.flatnonzero(bad)[0])
+            return f"env {index}" + ("" if key is None else f", key {key!r}")
+    return None
 
 
 def _plain(value: Any) -> Any:
@@ -145,11 +161,44 @@ class NaturalGradientAlgorithm(LogScheduleMixin, OnPolicyAlgorithm):
         Training mode, this update's learning rate for ``optimizers``, and one more update in the log schedule
         (counted whether the update is then taken or skipped, so that log-only diagnostics stay in step).
         """
+        self._check_schedules()
         self.policy.set_training_mode(True)
         if optimizers:
             self._update_learning_rate(list(optimizers))
         self._iterations_in_learn += 1
         self._skipped_this_update = False
+
+    def _schedules(self) -> dict[str, Callable[[float], float]]:
+        """The schedules of this algorithm by argument name (a subclass adds its own)."""
+        return {"learning_rate": self.lr_schedule}
+
+    def _check_schedules(self) -> None:
+        """Every schedule's value for this update is a finite number >= 0, or a ``ValueError`` names it (before any step)."""
+        progress = self._current_progress_remaining
+        for name, schedule in self._schedules().items():
+            value = schedule(progress)
+            if not is_number(value) or value < 0:
+                raise invalid(
+                    type(self).__name__,
+                    name,
+                    value,
+                    f"a finite number >= 0 from the schedule at progress_remaining={progress:g} (no parameter was changed)",
+                )
+
+    def collect_rollouts(
+        self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
+    ) -> bool:
+        # A non-finite observation fails deep inside torch.distributions; say which observation it was.
+        try:
+            return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
+        except ValueError as error:
+            where = _non_finite_observation(self._last_obs)
+            if where is None:
+                raise
+            raise ValueError(
+                f"{type(self).__name__}: the observation of {where} is not finite, so the policy cannot act on it; "
+                "check the environment (stable_baselines3.common.vec_env.VecCheckNan finds the step that produced it)"
+            ) from error
 
     def _whole_batch(self) -> tuple[RolloutBufferSamples, th.Tensor]:
         """The rollout as one batch, and its actions as the policy's distributions take them."""

@@ -249,6 +249,15 @@ class SMAC(NaturalGradientAlgorithm):
     # -- set-up --------------------------------------------------------------------------------------------------
 
     def _setup_model(self) -> None:
+        batch = self.n_steps * self.n_envs
+        if self.batch_size is not None and self.batch_size > batch:
+            # as SB3's PPO: a warning, and the rollout is one (truncated) minibatch
+            warnings.warn(
+                f"{type(self).__name__}: batch_size={self.batch_size} is larger than the rollout (n_steps * n_envs = "
+                f"{batch}): each critic epoch is one minibatch of {batch} samples",
+                UserWarning,
+                stacklevel=2,
+            )
         super()._setup_model()
         self._actor_params, self._critic_params = self._split_parameters()
         # The policy's optimizer now trains the critic alone (Huo et al. 2026, §4.3: MSE with Adam).
@@ -385,6 +394,10 @@ class SMAC(NaturalGradientAlgorithm):
         return NaturalGradientStep(direction=None, step_size=0.0, skipped=True, reason=reason)
 
     # -- the actor step ------------------------------------------------------------------------------------------
+
+    def _schedules(self) -> dict[str, Any]:
+        step_size = self.actor_step_size
+        return {**super()._schedules(), "actor_step_size": step_size if callable(step_size) else lambda _: step_size}
 
     def _current_actor_step_size(self) -> float:
         value = self.actor_step_size
