@@ -13,6 +13,7 @@ Steady-state throughput is measured over ``--measure`` iterations (rollout + upd
 from __future__ import annotations
 
 import argparse
+import ast
 import time
 from typing import Any
 
@@ -58,6 +59,14 @@ def steps_per_second(algo: type, env: VecEnv, n_steps: int, skip: int, measure: 
     return measure * batch / (starts[skip + measure] - starts[skip])
 
 
+def literal_kwargs(text: str) -> dict[str, Any]:
+    """``"a=1, b='x'"`` as ``{"a": 1, "b": "x"}``: keyword arguments with literal values only (no code runs)."""
+    call = ast.parse(f"f({text})", mode="eval").body
+    if not isinstance(call, ast.Call) or call.args:
+        raise SystemExit(f"--variant {text!r}: expected keyword arguments, e.g. stats_interval=5, inverse_interval=50")
+    return {keyword.arg: ast.literal_eval(keyword.value) for keyword in call.keywords if keyword.arg is not None}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="CartPole-v1")
@@ -78,7 +87,7 @@ def main() -> None:
         common["policy_kwargs"] = dict(features_extractor_class=ACKTRCnn)
     variants = {"ACKTR (defaults)": {}}
     for text in args.variant:
-        variants[f"ACKTR {text}"] = eval(f"dict({text})")
+        variants[f"ACKTR {text}"] = literal_kwargs(text)
     env = make_env(args.env, args.n_envs, seed=0)
     threads = torch.get_num_threads()
     print(f"{args.env}: {args.n_envs} envs x {args.n_steps} steps, torch {torch.__version__} with {threads} threads")

@@ -24,6 +24,7 @@ A2C in the same invocation. Seeds run in parallel worker processes with one torc
 from __future__ import annotations
 
 import argparse
+import ast
 import collections
 import json
 import multiprocessing as mp
@@ -209,7 +210,7 @@ def main() -> None:
     for item in args.set:
         algo, assignment = item.split(":", 1)
         key, value = assignment.split("=", 1)
-        overrides.setdefault(algo, {})[key] = eval(value)
+        overrides.setdefault(algo, {})[key] = ast.literal_eval(value)
     jobs = []
     for env_id in args.env:
         for seed in args.seeds:

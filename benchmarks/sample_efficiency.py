@@ -14,6 +14,7 @@ worker processes with one torch thread each. Results go to a JSON file and a Mar
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
 import json
 import multiprocessing as mp
@@ -169,7 +170,7 @@ def main() -> None:
     for item in args.set:
         algo, assignment = item.split(":", 1)
         key, value = assignment.split("=", 1)
-        overrides.setdefault(algo, {})[key] = eval(value)
+        overrides.setdefault(algo, {})[key] = ast.literal_eval(value)
     jobs = []
     for env_id in args.env:
         for algo in args.algos:

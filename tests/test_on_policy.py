@@ -232,7 +232,7 @@ def test_a_schedule_with_a_bad_value_is_named_before_any_parameter_changes(algo:
 
 def test_smac_actor_step_size_schedule_is_checked_too() -> None:
     model = make(SMAC, actor_step_size=lambda progress: float("nan"))
-    with pytest.raises(ValueError, match="SMAC: invalid actor_step_size=nan, .* at progress_remaining=0"):
+    with pytest.raises(ValueError, match=r"SMAC: invalid actor_step_size=nan, .* at progress_remaining=0"):
         model.learn(model.n_steps)
 
 

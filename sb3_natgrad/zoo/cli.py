@@ -59,7 +59,7 @@ _EXTRAS = {
     "yaml": "zoo",
     "requests": "zoo",
     "huggingface_sb3": "zoo",
-    "huggingface_hub": "zoo",
+    "huggingface_hub": "hub",
     "pytablewriter": "zoo",
     "seaborn": "plots",
     "scipy": "plots",

@@ -33,6 +33,7 @@ import os
 import re
 import shlex
 import shutil
+import statistics
 import sys
 import tempfile
 import zipfile
@@ -763,7 +764,7 @@ def package(
         )
         returns, lengths = evaluate(model, env, seeds, deterministic)
         env.close()
-        mean, std = float(sum(returns) / len(returns)), float(_std(returns))
+        mean, std = float(sum(returns) / len(returns)), float(statistics.pstdev(returns))
         results = {
             "mean_reward": mean,
             "std_reward": std,
@@ -813,11 +814,6 @@ def package(
         _move_into_place(build, out)
     _say(verbose, f"Wrote {out} ({', '.join(sorted(os.listdir(out)))})")
     return out
-
-
-def _std(values: Sequence[float]) -> float:
-    mean = sum(values) / len(values)
-    return math.sqrt(sum((value - mean) ** 2 for value in values) / len(values))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
