@@ -262,3 +262,13 @@ def test_a_nan_observation_is_named_with_its_env_index(algo: type) -> None:
 def test_smac_warns_when_the_critic_batch_is_larger_than_the_rollout() -> None:
     with pytest.warns(UserWarning, match="batch_size=250 is larger than the rollout"):
         SMAC("MlpPolicy", "CartPole-v1", n_steps=16)
+
+
+def test_kfrelax_modules_moved_out_of_common_keep_their_old_import_paths() -> None:
+    from sb3_natgrad.common import control_variate as old_control_variate
+    from sb3_natgrad.common import relaxations as old_relaxations
+    from sb3_natgrad.kfrelax import control_variate, relaxations
+
+    assert old_relaxations.DiscreteRelaxation is relaxations.DiscreteRelaxation
+    assert old_relaxations.make_relaxation is relaxations.make_relaxation
+    assert old_control_variate.ControlVariate is control_variate.ControlVariate

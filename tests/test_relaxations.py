@@ -1,5 +1,5 @@
 """
-Tests of the RELAX / LAX building blocks (``sb3_natgrad.common.relaxations`` and ``.control_variate``).
+Tests of the RELAX / LAX building blocks (``sb3_natgrad.kfrelax.relaxations`` and ``.control_variate``).
 
 Every statistical test compares against an exact analytic quantity (a closed-form CDF, a closed-form
 gradient, a probability vector) with fixed seeds, and the main ones come with a negative control: a
@@ -26,7 +26,7 @@ from scipy import integrate, stats
 from torch import nn
 from torch.func import functional_call
 
-from sb3_natgrad.common.control_variate import (
+from sb3_natgrad.kfrelax.control_variate import (
     ControlVariate,
     estimator_variance_loss,
     lax_surrogate,
@@ -35,7 +35,7 @@ from sb3_natgrad.common.control_variate import (
     relax_objective,
     relax_surrogate,
 )
-from sb3_natgrad.common.relaxations import (
+from sb3_natgrad.kfrelax.relaxations import (
     BernoulliRelaxation,
     CategoricalRelaxation,
     DiagGaussianReparameterization,

@@ -18,7 +18,7 @@ from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 from stable_baselines3.common.type_aliases import TensorDict
 from stable_baselines3.common.vec_env import VecNormalize
 
-from sb3_natgrad.common.relaxations import make_relaxation
+from sb3_natgrad.kfrelax.relaxations import make_relaxation
 
 
 class NoisyRolloutBufferSamples(NamedTuple):

@@ -17,7 +17,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from sb3_natgrad.common.checks import ArgumentCheck, check_choice, check_int, check_number
-from sb3_natgrad.common.control_variate import (
+from sb3_natgrad.common.gradients import flatten_grads
+from sb3_natgrad.common.on_policy import NaturalGradientAlgorithm, own_arguments
+from sb3_natgrad.kfrelax.buffers import NOISY_BUFFERS, NoisyDictRolloutBuffer, NoisyRolloutBuffer
+from sb3_natgrad.kfrelax.control_variate import (
     ControlVariate,
     estimator_variance_loss,
     lax_surrogate,
@@ -25,10 +28,6 @@ from sb3_natgrad.common.control_variate import (
     record_control_variate_fisher,
     relax_surrogate,
 )
-from sb3_natgrad.common.gradients import flatten_grads
-from sb3_natgrad.common.on_policy import NaturalGradientAlgorithm, own_arguments
-from sb3_natgrad.common.relaxations import DiagGaussianReparameterization, DiscreteRelaxation
-from sb3_natgrad.kfrelax.buffers import NOISY_BUFFERS, NoisyDictRolloutBuffer, NoisyRolloutBuffer
 from sb3_natgrad.kfrelax.policies import (
     KFRELAXCnnPolicy,
     KFRELAXMinAtarPolicy,
@@ -36,6 +35,7 @@ from sb3_natgrad.kfrelax.policies import (
     KFRELAXPolicy,
     RelaxForward,
 )
+from sb3_natgrad.kfrelax.relaxations import DiagGaussianReparameterization, DiscreteRelaxation
 from sb3_natgrad.optim import KFAC
 from sb3_natgrad.optim.validation import all_finite
 
@@ -335,7 +335,7 @@ class KFRELAX(NaturalGradientAlgorithm):
     ) -> tuple[th.Tensor, th.Tensor, Any]:
         """
         Per-sample RELAX / LAX surrogate ``obj_t`` (its batch-mean's ``theta``-gradient is the estimate), ``log pi`` and
-        the :class:`~sb3_natgrad.common.control_variate.SurrogateTerms`.
+        the :class:`~sb3_natgrad.kfrelax.control_variate.SurrogateTerms`.
 
         ``valid`` (optional, bool ``[N]``): samples whose stored noise reproduces the stored action; the others keep only
         the score-function term ``f_t log pi_t``.

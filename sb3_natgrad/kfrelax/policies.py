@@ -21,9 +21,9 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, Combine
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
-from sb3_natgrad.common.control_variate import ControlVariate
 from sb3_natgrad.common.minatar import MinAtarCnn
-from sb3_natgrad.common.relaxations import (
+from sb3_natgrad.kfrelax.control_variate import ControlVariate
+from sb3_natgrad.kfrelax.relaxations import (
     DiagGaussianReparameterization,
     DiscreteRelaxation,
     Relaxation,
@@ -69,7 +69,7 @@ class KFRELAXPolicy(ActorCriticPolicy):
       distribution. The noise is kept until the rollout buffer takes it (:meth:`pop_acting_noise`), so the train step
       can rebuild ``z(theta, u)`` / ``a(theta, eps)`` exactly. Deterministic actions (``predict(deterministic=True)``)
       are the distribution's mode and store no noise.
-    * **The control variate** ``c_phi(s, y)`` (:class:`~sb3_natgrad.common.control_variate.ControlVariate`) lives in
+    * **The control variate** ``c_phi(s, y)`` (:class:`~sb3_natgrad.kfrelax.control_variate.ControlVariate`) lives in
       :attr:`control_variate`, so it is saved with the policy, but its parameters are NOT in :attr:`optimizer` (the
       algorithm trains them on the estimator's variance, with K-FAC or Adam). It shares no parameter with the actor:
       its state input is either the preprocessed, flattened observation (``cv_input="observation"``: one-hot
