@@ -89,12 +89,12 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/smac/trust_region.json")
     args = parser.parse_args()
     th.set_num_threads(1)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()  # what runs
     rows = []
     for algo, env_id, kwargs in RUNS:
         row = run(algo, env_id, kwargs, args.steps, args.seed)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     versions = {name: __import__(name).__version__ for name in ("torch", "stable_baselines3", "gymnasium", "numpy")}
     result = {
         "command": " ".join(["python", *sys.argv]),
