@@ -18,7 +18,7 @@
 # too), then
 #   sb3-natgrad package --algo <algo> --env <env id> -f $LOGS -o $OUT/<algo>-<env id> --force $PACKAGE_FLAGS
 # Each run goes to a new $LOGS/<algo>/<env id>_<N> folder; package takes the latest one (--exp-id 0). Last,
-# sb3_natgrad.zoo.hub.write_index($OUT) writes $OUT/index.json (verifying every agent against its manifest).
+# benchmarks/pretrained_index.py $OUT writes $OUT/index.json (verifying every agent against its manifest).
 # Agents whose algorithm has no packaged hyperparameter file (sb3_natgrad/hyperparams/<algo>.yml) yet are skipped
 # with a notice, so the list already holds the SMAC and KFRELAX agents the issue asks for.
 set -euo pipefail
@@ -131,6 +131,6 @@ esac
 
 if [ "$action" = package ] || [ "$action" = all ]; then
     # index.json: what load_pretrained() and the tests read (stated results, commands, test tolerances, sizes).
-    echo "+ $PYTHON -c 'from sb3_natgrad.zoo.hub import write_index; write_index(\"$OUT\")'"
-    "$PYTHON" -c "from sb3_natgrad.zoo.hub import write_index; write_index('$OUT')"
+    echo "+ $PYTHON benchmarks/pretrained_index.py $OUT"
+    "$PYTHON" benchmarks/pretrained_index.py "$OUT"
 fi

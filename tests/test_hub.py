@@ -496,11 +496,11 @@ def test_load_pretrained_unknown_pair_lists_the_agents() -> None:
 
 
 def test_load_pretrained_refuses_a_changed_file(tmp_path, monkeypatch) -> None:
-    import sb3_natgrad.zoo.hub as hub
+    import sb3_natgrad.zoo.pretrained as pretrained
 
     shipped = tmp_path / "pretrained"
     shutil.copytree(pretrained_dir(), shipped)
     (shipped / "acktr-CartPole-v1" / "config.yml").write_text("n_envs: 1\n")
-    monkeypatch.setattr(hub, "pretrained_dir", lambda: str(shipped))
+    monkeypatch.setattr(pretrained, "pretrained_dir", lambda: str(shipped))
     with pytest.raises(ManifestError, match=r"config\.yml was changed"):
         load_pretrained("acktr", "CartPole-v1")

@@ -272,3 +272,13 @@ def test_kfrelax_modules_moved_out_of_common_keep_their_old_import_paths() -> No
     assert old_relaxations.DiscreteRelaxation is relaxations.DiscreteRelaxation
     assert old_relaxations.make_relaxation is relaxations.make_relaxation
     assert old_control_variate.ControlVariate is control_variate.ControlVariate
+
+
+@pytest.mark.parametrize("algo", ALGOS, ids=lambda a: a.__name__)
+def test_the_overshooting_last_rollout_has_learning_rate_zero_not_negative(algo: type) -> None:
+    from sb3_natgrad.common.schedules import LinearDecay
+
+    model = make(algo, learning_rate=LinearDecay(1e-3))
+    model.learn(int(model.n_steps * 1.5))  # two rollouts: SB3's progress is -1/3 at the second update
+    assert model.logger.name_to_value["train/learning_rate"] == 0.0
+    assert LinearDecay(2.0)(-0.5) == 0.0 and LinearDecay(2.0)(0.25) == 0.5

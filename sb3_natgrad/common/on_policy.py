@@ -161,6 +161,9 @@ class NaturalGradientAlgorithm(LogScheduleMixin, OnPolicyAlgorithm):
         Training mode, this update's learning rate for ``optimizers``, and one more update in the log schedule
         (counted whether the update is then taken or skipped, so that log-only diagnostics stay in step).
         """
+        # SB3's progress goes below 0 when the last rollout overshoots total_timesteps; a linearly decaying schedule
+        # would then give a negative learning rate (a step up the loss): the schedules end at progress 0
+        self._current_progress_remaining = max(self._current_progress_remaining, 0.0)
         self._check_schedules()
         self.policy.set_training_mode(True)
         if optimizers:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 class LinearDecay:
     """
-    ``initial * progress_remaining``: decays linearly from ``initial`` at the start of ``learn`` to 0 at its end.
+    ``initial * progress_remaining``: decays linearly from ``initial`` at the start of ``learn`` to 0 at its end (and
+    stays 0 if the last rollout overshoots the budget, where SB3's progress goes below 0).
 
     The learning-rate schedule of the ACKTR paper and of the OpenAI / SB2 reference code.
 
@@ -16,7 +17,7 @@ class LinearDecay:
         self.initial = float(initial)
 
     def __call__(self, progress_remaining: float) -> float:
-        return self.initial * progress_remaining
+        return self.initial * max(progress_remaining, 0.0)
 
     def __repr__(self) -> str:
         return f"LinearDecay({self.initial})"

@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
 
 
+#: set this environment variable to 1 to see the traceback behind a one-line error of the ``sb3-natgrad`` command
+DEBUG_ENV_VAR = "SB3_NATGRAD_DEBUG"
+
+
 class ZooError(Exception):
     """Bad input to the ``sb3-natgrad`` command (unknown algorithm, env, configuration, missing model...)."""
 

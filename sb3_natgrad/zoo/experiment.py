@@ -20,13 +20,12 @@ from rl_zoo3.utils import ALGOS
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from sb3_natgrad.common.minatar import ensure_registered
-from sb3_natgrad.zoo import ZOO_ALGORITHMS, ZooError, default_config
+from sb3_natgrad.zoo import DEBUG_ENV_VAR, ZOO_ALGORITHMS, ZooError, default_config
 from sb3_natgrad.zoo.config import check_entry, load_yaml_config, one_line, select_entry
 
 _SIGNATURE = inspect.signature(ExperimentManager.__init__)
 
 #: Set this environment variable to get the full traceback instead of the one-line error for setup failures.
-DEBUG_ENV_VAR = "SB3_NATGRAD_DEBUG"
 
 # What a bad configuration raises while rl-zoo3 builds the envs and the model: invalid values (ValueError,
 # AssertionError), wrong types or arguments (TypeError, KeyError), strings that rl-zoo3 evaluates as Python
