@@ -379,12 +379,14 @@ def test_save_load_predictions_optimizer_state_and_continued_learning(tmp_path, 
         with archive.open("preconditioner.pth") as handle:
             import io
 
-            assert th.load(io.BytesIO(handle.read()), weights_only=True) == {"num_steps": 2, "num_skipped": 0}
+            saved = th.load(io.BytesIO(handle.read()), weights_only=True)
+            assert all(isinstance(value, th.Tensor) for value in saved.values())  # SB3's convention
+            assert {key: int(value) for key, value in saved.items()} == {"num_steps": 2, "num_skipped": 0}
 
     loaded = SMAC.load(tmp_path / "smac", env=make_vec_env("Pendulum-v1", n_envs=1))
     np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], actions)
     assert_same_optimizer_state(model.policy.optimizer.state_dict(), loaded.policy.optimizer.state_dict())
-    assert loaded.preconditioner.state_dict() == model.preconditioner.state_dict()
+    assert (loaded.preconditioner.num_steps, loaded.preconditioner.num_skipped) == (2, 0)
     assert (loaded.fisher, loaded.damping, loaded.max_kl) == (fisher, model.damping, model.max_kl)
     # The rebuilt critic optimizer holds the loaded critic's parameters.
     assert {id(p) for g in loaded.policy.optimizer.param_groups for p in g["params"]} == {id(p) for p in loaded._critic_params}
@@ -398,7 +400,10 @@ def test_set_env_and_parameters_round_trip() -> None:
     model.learn(32)
     params = model.get_parameters()
     assert set(params) == {"policy", "policy.optimizer", "preconditioner"}
-    assert params["preconditioner"] == {"num_steps": 1, "num_skipped": 0}
+    assert all(isinstance(value, th.Tensor) for value in params["preconditioner"].values())
+    assert {key: int(value) for key, value in params["preconditioner"].items()} == {"num_steps": 1, "num_skipped": 0}
+    model.preconditioner.load_state_dict({"num_steps": 4, "num_skipped": 1})  # the plain ints of older files
+    assert (model.preconditioner.num_steps, model.preconditioner.num_skipped) == (4, 1)
 
     other = SMAC("MlpPolicy", "CartPole-v1", n_steps=32, seed=1)
     other.set_parameters(params)
