@@ -34,6 +34,8 @@ RUNS: list[tuple[type, str, dict[str, Any]]] = [
     (SMAC, "CartPole-v1", dict(line_search_max_iter=0)),
     (ACKTR, "Pendulum-v1", dict(n_steps=64, policy_kwargs=dict(log_std_init=-2))),
     (ACKTR, "CartPole-v1", {}),
+    (ACKTR, "Pendulum-v1", dict(n_steps=64, policy_kwargs=dict(log_std_init=-2), max_kl=0.01)),
+    (ACKTR, "CartPole-v1", dict(max_kl=0.01)),
     (KFRELAX, "Pendulum-v1", dict(n_steps=64, policy_kwargs=dict(log_std_init=-2))),
     (KFRELAX, "CartPole-v1", {}),
 ]
@@ -63,7 +65,7 @@ def run(algo: type, env_id: str, kwargs: dict[str, Any], steps: int, seed: int) 
     start = time.process_time()
     model.learn(steps, callback=callback, log_interval=1)
     kls = np.asarray(callback.kls)
-    radius = float(model.kfac_clip if algo is ACKTR else model.max_kl)
+    radius = float(model.kfac_clip if algo is ACKTR and model.max_kl is None else model.max_kl)
     fractions = np.asarray(callback.fractions)
     return {
         "algo": algo.__name__,
@@ -87,11 +89,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default="benchmarks/results/smac/trust_region.json")
+    parser.add_argument("--only", nargs="+", default=None, help="run only these rows (indices into RUNS)")
     args = parser.parse_args()
     th.set_num_threads(1)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()  # what runs
     rows = []
-    for algo, env_id, kwargs in RUNS:
+    for index, (algo, env_id, kwargs) in enumerate(RUNS):
+        if args.only is not None and str(index) not in args.only:
+            continue
         row = run(algo, env_id, kwargs, args.steps, args.seed)
         rows.append(row)
         print(json.dumps(row), flush=True)

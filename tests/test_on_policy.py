@@ -11,6 +11,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 from torch import nn
 
@@ -282,3 +283,32 @@ def test_the_overshooting_last_rollout_has_learning_rate_zero_not_negative(algo:
     model.learn(int(model.n_steps * 1.5))  # two rollouts: SB3's progress is -1/3 at the second update
     assert model.logger.name_to_value["train/learning_rate"] == 0.0
     assert LinearDecay(2.0)(-0.5) == 0.0 and LinearDecay(2.0)(0.25) == 0.5
+
+
+class LoggedKL(BaseCallback):
+    """``train/kl`` of every update, read before the next rollout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kls: list[float] = []
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_start(self) -> None:
+        if "train/kl" in self.model.logger.name_to_value:
+            self.kls.append(float(self.model.logger.name_to_value["train/kl"]))
+
+
+def test_acktr_max_kl_bounds_the_exact_kl_that_kfac_clip_does_not() -> None:
+    # The stress setting of benchmarks/results/smac/trust_region.md: one env, 64 steps, a narrow initial Gaussian.
+    kls = {}
+    for max_kl in (None, 0.01):
+        model = ACKTR("MlpPolicy", "Pendulum-v1", n_steps=64, max_kl=max_kl, policy_kwargs=dict(log_std_init=-2), seed=1)
+        callback = LoggedKL()
+        model.learn(64 * 31, callback=callback, log_interval=1)
+        kls[max_kl] = callback.kls
+    assert len(kls[0.01]) == 30
+    assert max(kls[0.01]) <= 0.01 * (1 + 1e-6)
+    assert max(kls[None]) > 1.5 * 0.01  # without it, the same run leaves the bound
+    assert 0.0 < model.logger.name_to_value["train/update_scale"] <= 1.0

@@ -340,6 +340,8 @@ _STRING_NUMBER_YAML = "CartPole-v1:\n  n_timesteps: 1e5\n  policy: 'MlpPolicy'\n
 BAD_INPUTS = [
     pytest.param(["train", "--algo", "acktrr"], {}, ["unknown --algo 'acktrr'", "did you mean 'acktr'"], id="algo"),
     pytest.param(["train", "--env", "CartPol-v1"], {}, ["unknown environment id 'CartPol-v1'"], id="env"),
+    pytest.param(["train", "-n", "-5"], {}, ["-n/--n-timesteps -5", "expected a number of steps > 0"], id="n-negative"),
+    pytest.param(["train", "-n", "0"], {}, ["-n/--n-timesteps 0"], id="n-zero"),
     pytest.param(["train", "-conf", "bad.yml"], {"bad.yml": _BAD_YAML}, ["malformed YAML", "bad.yml"], id="yaml"),
     pytest.param(
         ["train", "-conf", "typo.yml", "-n", "10"],

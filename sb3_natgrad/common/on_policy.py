@@ -44,6 +44,10 @@ _ON_POLICY_ARGUMENTS = frozenset(inspect.signature(OnPolicyAlgorithm.__init__).p
 #: values of required ``OnPolicyAlgorithm`` arguments that an algorithm may not have (SMAC's critic has its own
 #: loss, so no ``vf_coef``; KFRELAX acts through stored noise, so no gSDE)
 _ON_POLICY_FILLERS = {"vf_coef": 0.0, "use_sde": False, "sde_sample_freq": -1}
+#: the exact-KL trust region's least shrinking per try and most tries, where an algorithm has no arguments for them
+#: (KFRELAX, ACKTR's ``max_kl``; SMAC's line search takes them as arguments)
+KL_SHRINKING_FACTOR = 0.5
+MAX_KL_BACKTRACKS = 10
 
 
 def own_arguments(local_variables: Mapping[str, Any]) -> dict[str, Any]:
@@ -227,6 +231,39 @@ class NaturalGradientAlgorithm(LogScheduleMixin, OnPolicyAlgorithm):
                 return float(policy_kl(old_distribution, self.policy.get_distribution(obs)).mean())
             except ValueError:  # torch.distributions rejects non-finite parameters
                 return math.nan
+
+    def _backtrack_to_kl(
+        self,
+        params: Sequence[nn.Parameter],
+        before: Sequence[th.Tensor],
+        old_distribution: Any,
+        obs: PyTorchObs,
+        max_kl: float,
+        shrinking_factor: float,
+        max_iter: int,
+    ) -> tuple[float, float]:
+        """
+        The exact-KL trust region of all three algorithms (SMAC's line search, KFRELAX's capped update, ACKTR's
+        ``max_kl``). With ``params`` at ``before + delta`` (a step just taken): while the exact batch-mean
+        ``KL(pi_old || pi_new)`` exceeds ``max_kl``, shrink ``delta`` by ``min(shrinking_factor, 0.95 sqrt(max_kl /
+        KL))`` — the KL is quadratic in the step for small steps, so this jumps to just inside the bound, and shrinks
+        at least by the factor in case the quadratic model is off — at most ``max_iter`` times. A non-finite KL
+        counts as too large.
+
+        :return: the fraction of ``delta`` in place and its KL (above ``max_kl`` if ``max_iter`` tries did not suffice)
+        """
+        deltas = [p.detach() - b for p, b in zip(params, before, strict=True)]
+        fraction = 1.0
+        kl = self._exact_kl(old_distribution, obs)
+        for _ in range(max_iter):
+            if math.isfinite(kl) and kl <= max_kl:
+                break
+            fraction *= min(shrinking_factor, 0.95 * math.sqrt(max_kl / kl)) if math.isfinite(kl) else shrinking_factor
+            with th.no_grad():
+                for param, start, delta in zip(params, before, deltas, strict=True):
+                    param.copy_(start + fraction * delta)
+            kl = self._exact_kl(old_distribution, obs)
+        return fraction, kl
 
     def _skip_update(self, reason: str, outcome: str = "skipped", what: str = "update") -> None:
         """

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 from contextlib import nullcontext
 from functools import partial
@@ -18,7 +17,12 @@ from torch.nn import functional as F
 
 from sb3_natgrad.common.checks import ArgumentCheck, check_choice, check_int, check_number
 from sb3_natgrad.common.gradients import flatten_grads
-from sb3_natgrad.common.on_policy import NaturalGradientAlgorithm, own_arguments
+from sb3_natgrad.common.on_policy import (
+    KL_SHRINKING_FACTOR,
+    MAX_KL_BACKTRACKS,
+    NaturalGradientAlgorithm,
+    own_arguments,
+)
 from sb3_natgrad.kfrelax.buffers import NOISY_BUFFERS, NoisyDictRolloutBuffer, NoisyRolloutBuffer
 from sb3_natgrad.kfrelax.control_variate import (
     ControlVariate,
@@ -52,8 +56,6 @@ ACTION_MISMATCH_TOLERANCE = 0.01
 BOX_ACTION_RTOL = 1e-4
 #: number of random sub-batches for the logged estimator-variance diagnostic
 VARIANCE_GROUPS = 8
-#: maximum number of shrinkings of the policy update to satisfy max_kl
-MAX_KL_BACKTRACKS = 10
 
 
 class KFRELAX(NaturalGradientAlgorithm):
@@ -538,20 +540,11 @@ class KFRELAX(NaturalGradientAlgorithm):
         if self.max_kl is None and not log_this_update:
             return None, 1.0
 
-        kl = self._exact_kl(old_distribution, obs)
-        scale = 1.0
         if self.max_kl is None:
-            return kl, scale
-        deltas = [p.detach() - b for p, b in zip(actor_params, before)]
-        for _ in range(MAX_KL_BACKTRACKS):
-            if math.isfinite(kl) and kl <= self.max_kl:
-                break
-            # KL is quadratic in the step for small steps; halve at least, in case the model is off.
-            scale *= min(0.5, 0.95 * math.sqrt(self.max_kl / kl)) if math.isfinite(kl) else 0.5
-            with th.no_grad():
-                for p, b, d in zip(actor_params, before, deltas):
-                    p.copy_(b + scale * d)
-            kl = self._exact_kl(old_distribution, obs)
+            return self._exact_kl(old_distribution, obs), 1.0
+        scale, kl = self._backtrack_to_kl(
+            actor_params, before, old_distribution, obs, self.max_kl, KL_SHRINKING_FACTOR, MAX_KL_BACKTRACKS
+        )
         return kl, scale
 
     def _cv_step(

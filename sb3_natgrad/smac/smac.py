@@ -560,27 +560,21 @@ class SMAC(NaturalGradientAlgorithm):
 
         :return: the fraction of ``update`` taken (0: none fitted, the actor is back at ``backup``) and the exact KL
         """
-        fraction = 1.0
         self._apply_update(update)
-        kl = self._exact_kl(old_distribution, obs)
         if self.max_kl is None or self.line_search_max_iter == 0:
-            return fraction, kl
-        for _ in range(self.line_search_max_iter):
-            if math.isfinite(kl) and kl <= self.max_kl:
-                return fraction, kl
-            # the KL is quadratic in the step for small steps: jump to just inside the bound, shrinking at least by
-            # the factor (the damped model can be off by orders of magnitude, which a fixed factor needs dozens of
-            # tries to make up)
-            shrink = self.line_search_shrinking_factor
-            if math.isfinite(kl):
-                shrink = min(shrink, 0.95 * math.sqrt(self.max_kl / kl))
-            fraction *= shrink
-            self._restore_actor(backup)
-            self._apply_update(fraction * update)
-            kl = self._exact_kl(old_distribution, obs)
+            return 1.0, self._exact_kl(old_distribution, obs)
+        fraction, kl = self._backtrack_to_kl(
+            self._actor_params,
+            backup,
+            old_distribution,
+            obs,
+            self.max_kl,
+            self.line_search_shrinking_factor,
+            self.line_search_max_iter,
+        )
         if math.isfinite(kl) and kl <= self.max_kl:
             return fraction, kl
-        self._restore_actor(backup)
+        self._restore_actor(backup)  # no step within the trust region: leave the actor unchanged
         return 0.0, 0.0
 
     def _restore_actor(self, backup: list[th.Tensor]) -> None:

@@ -137,7 +137,11 @@ _ALGO_ENV_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--env",), dict(default=DEFAULT_ENV)),
     (("--gym-packages",), dict(nargs="+", default=[])),
 ]
-_TRAIN_OPTIONS = [*_ALGO_ENV_OPTIONS, (("-i", "--trained-agent"), dict(default=""))]
+_TRAIN_OPTIONS = [
+    *_ALGO_ENV_OPTIONS,
+    (("-i", "--trained-agent"), dict(default="")),
+    (("-n", "--n-timesteps"), dict(type=int, default=-1)),  # rl-zoo3's default -1: the entry's n_timesteps
+]
 _LOAD_OPTIONS = [
     *_ALGO_ENV_OPTIONS,
     (("-f", "--folder"), dict(default=DEFAULT_FOLDER)),
@@ -239,6 +243,11 @@ def train(argv: list[str]) -> None:
     from sb3_natgrad.zoo.experiment import NatgradExperimentManager
 
     argv, known = _prepare(argv, _TRAIN_OPTIONS)
+    if known is not None and known.n_timesteps != -1 and known.n_timesteps <= 0:
+        # rl-zoo3 would silently train the entry's n_timesteps instead
+        raise ZooError(
+            f"-n/--n-timesteps {known.n_timesteps}: expected a number of steps > 0 (leave it out for the entry's n_timesteps)"
+        )
     if known is not None and known.trained_agent:
         if not known.trained_agent.endswith(".zip"):
             raise ZooError(f"--trained-agent {known.trained_agent!r}: expected a .zip file saved by train")
