@@ -76,7 +76,7 @@ class KFRELAX(NaturalGradientAlgorithm):
     samples (near-ties where the batched forward pass rounds differently) fall back to the score-function term
     ``f log pi``; if more than 1% mismatch, the data are not on-policy and the update is skipped with a warning.
 
-    **Update** (one per rollout; notes ``relax_smac.md`` §6(a)(b)):
+    **Update** (one per rollout):
 
     1. Per sample the surrogate ``obj_t = (f_t - c_phi(s_t, z~_t.detach())) log pi(b_t|s_t) + c_phi(s_t, z_t) -
        c_phi(s_t, z~_t)`` with ``z_t = z(theta, u_t)`` and ``z~_t ~ p(z | b_t, theta)`` (exact conditional sampler,
@@ -92,22 +92,21 @@ class KFRELAX(NaturalGradientAlgorithm):
     3. Control variate: the variance loss ``N * ||g_hat||^2`` (RELAX eq. "vargrad": ``E[g_hat]`` does not depend on
        ``phi``, so ``d Var / d phi = d E||g_hat||^2 / d phi``), by double backprop over all actor parameters
        (``cv_loss="exact"``), or the cheaper per-sample logit-level PROXY ``sum_t ||d obj_t / d psi_t||^2`` over the
-       distribution parameters ``psi_t`` (``cv_loss="proxy"``: not the variance of the parameter gradient, notes
-       §1.3). The factor ``N`` puts the loss on a per-sample scale, so K-FAC's damping and trust region do not depend
-       on the batch size (Adam is scale invariant). ``cv_optimizer="kfac"`` preconditions the true gradient of the
+       distribution parameters ``psi_t`` (``cv_loss="proxy"``: not the variance of the parameter gradient). The
+       factor ``N`` puts the loss on a per-sample scale, so K-FAC's damping and trust region do not depend on the
+       batch size (Adam is scale invariant). ``cv_optimizer="kfac"`` preconditions the true gradient of the
        ``nn.Linear`` layers of ``c_phi`` with K-FAC factors of ``c_phi``'s own output Fisher (Gauss-Newton of a
-       unit-variance regressor over the ``2N`` inputs ``z``, ``z~``; notes §3.2 option A), damping ``cv_damping``,
+       unit-variance regressor over the ``2N`` inputs ``z``, ``z~``), damping ``cv_damping``,
        trust region ``cv_kl_clip`` on the change of ``c_phi``'s outputs, momentum; ``log tau`` and the output scale
        use Adam. ``cv_optimizer="adam"``: Adam on all of ``phi``.
     4. Policy: ``theta.grad = -g_hat - ent_coef * d entropy / d theta + vf_coef * d mean((R - V)^2) / d theta`` (the
        entropy bonus and the value loss are NOT in the variance loss), optional global gradient-norm clip
        ``max_grad_norm``, then a step of the policy's optimizer (any SB3 ``optimizer_class``; Adam by default, as the
-       RELAX code). Capped update (Firouzi 2018, §4.2.1, "parameter updates capped at an upper bound", after ACKTR's trust
-       region): if the exact batch-mean ``KL(pi_old || pi_new)`` after the step exceeds ``max_kl``, the actor's part
-       of the parameter update is scaled by ``min(1/2, 0.95 sqrt(max_kl / KL))`` (the quadratic model of the KL with a
-       margin, but at least a halving), repeatedly (at most 10 times) until the KL is below ``max_kl``; a non-finite KL
-       counts as too large. If the policy is still not finite after that (KL or any parameter), the whole update of
-       the policy is reverted and counted in ``train/skipped_updates`` with a warning.
+       RELAX code). Capped update (Firouzi 2018, §4.2.1, "parameter updates capped at an upper bound"): while the exact
+       batch-mean ``KL(pi_old || pi_new)`` exceeds ``max_kl``, the actor's part of the update is shrunk (the rule
+       shared with SMAC and ACKTR, :meth:`~sb3_natgrad.common.on_policy.NaturalGradientAlgorithm._backtrack_to_kl`,
+       at least halving each time, at most 10 times). A policy that is still not finite is reverted and the update
+       counted in ``train/skipped_updates``.
 
     Logged besides A2C's keys: ``train/cv_loss``, ``train/grad_variance`` (per-parameter average of the per-sample
     variance of the RELAX/LAX estimate ``g_hat_t``, from ``8`` random sub-batches: ``m * sum_k ||g_k - g||^2 /
@@ -116,18 +115,11 @@ class KFRELAX(NaturalGradientAlgorithm):
     updates whose logs are written; ``train/temperature``, ``train/cv_scale``, ``train/kl`` (exact, on logged
     updates or always with ``max_kl``), ``train/update_scale``, ``train/action_mismatch`` and the K-FAC counters.
 
-    **Defaults and their sources.** ``ent_coef=0.01``, ``gamma=0.99`` and Adam for the policy: RELAX App. E and
-    KF-RELAX §4.2.1. ``vf_coef=0.5``, ``max_grad_norm=0.5``, ``gae_lambda=1.0``: SB3's A2C. ``learning_rate=1e-3``,
-    ``n_steps=8`` (with 8 environments), ``normalize_advantage=True``, ``max_kl=0.01``: tuned on CartPole-v1 here
-    (``benchmarks/kfrelax_episodes.py``). ``c_phi``: 64-64 ELU (RELAX's continuous control variate), zero output layer
-    (``c_phi = 0`` at initialisation: the estimator starts as A2C's; a random initial ``c_phi`` measurably increased
-    the estimator variance). K-FAC on ``c_phi``: ``cv_damping=1.0``, ``cv_kl_clip=1e-3``, ``cv_learning_rate=0.1``,
-    momentum 0.9, ``cv_stat_decay=0.95``: KF-RELAX §4.2.1 grids (damping, trust-region bound) and a fixed-policy
-    study on CartPole-v1: the variance-loss gradient is very noisy and K-FAC's output-Fisher metric (§3.2 option A)
-    does not control ``d c_phi / d z``, which the estimator uses, so small damping (0.1, 0.03) or a loose trust region
-    (0.01) let ``c_phi`` drift and raised the estimator variance by 10-200%; damping 1 with ``cv_kl_clip=1e-3`` kept it
-    at the no-control-variate level or below. Adam (``cv_optimizer="adam"``): lr 1e-3 (RELAX's grid
-    ``{1e-2, 3e-3, 1e-3}``).
+    **Defaults.** ``ent_coef=0.01``, ``gamma=0.99`` and Adam for the policy: RELAX App. E and KF-RELAX §4.2.1;
+    ``vf_coef``, ``max_grad_norm``, ``gae_lambda``: SB3's A2C; ``learning_rate``, ``n_steps``, ``max_kl``: tuned on
+    CartPole-v1; ``c_phi``: 64-64 ELU with a zero output layer (the estimator starts as A2C's); K-FAC on ``c_phi``
+    with strong damping (``cv_damping=1``, ``cv_kl_clip=1e-3``). Sources and the studies behind them:
+    ``benchmarks/results/kfrelax/defaults.md``.
 
     :param policy: ``"MlpPolicy"``, ``"CnnPolicy"``, ``"MultiInputPolicy"`` or a :class:`KFRELAXPolicy` subclass
     :param env: the environment (or its Gymnasium id)
@@ -562,7 +554,7 @@ class KFRELAX(NaturalGradientAlgorithm):
             return
         kfac = self.kfac
         if kfac is not None:
-            # Gauss-Newton statistics of c_phi on its 2N inputs z, z~ (notes §3.2 option A; the N actions for LAX).
+            # Gauss-Newton statistics of c_phi on its 2N inputs z, z~ (the Gauss-Newton metric of a unit-variance regressor; the N actions for LAX).
             z_tilde = (
                 terms.z_tilde[:0] if isinstance(self.policy.relaxation, DiagGaussianReparameterization) else terms.z_tilde
             )
