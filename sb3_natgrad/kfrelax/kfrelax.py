@@ -554,7 +554,7 @@ class KFRELAX(NaturalGradientAlgorithm):
             return
         kfac = self.kfac
         if kfac is not None:
-            # Gauss-Newton statistics of c_phi on its 2N inputs z, z~ (the Gauss-Newton metric of a unit-variance regressor; the N actions for LAX).
+            # Gauss-Newton statistics of c_phi (a unit-variance regressor) on its 2N inputs z, z~ (the N actions for LAX).
             z_tilde = (
                 terms.z_tilde[:0] if isinstance(self.policy.relaxation, DiagGaussianReparameterization) else terms.z_tilde
             )
