@@ -11,9 +11,11 @@ import json
 import os
 import pickle
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -532,3 +534,29 @@ def test_sampler_and_converter_build_the_algorithm(entry: ZooAlgorithm) -> None:
         assert converted["learning_rate"](0.5) == pytest.approx(model.lr_schedule(0.5))
         assert converted["policy_kwargs"] == kwargs["policy_kwargs"]
         assert set(converted) == set(kwargs)
+
+
+def test_ctrl_c_saves_the_model_and_says_how_to_continue(tmp_path) -> None:
+    process = subprocess.Popen(
+        [*CLI, "train", "--algo", "acktr", "--env", "CartPole-v1", "-n", "10000000", "-f", "logs", "--eval-freq", "-1"],
+        cwd=tmp_path,
+        env=_environ(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith("Log path"):
+                break
+        time.sleep(3)  # inside learn()
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    saved = "logs/acktr/CartPole-v1_1/CartPole-v1.zip"
+    result = SimpleNamespace(returncode=process.returncode, stdout=stdout, stderr=stderr)
+    assert_one_line_error(result, "train", "interrupted at", f"the model was saved to {saved}", f"-i {saved}", code=130)
+    assert ACKTR.load(tmp_path / saved, device="cpu").num_timesteps > 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import signal
 from collections import OrderedDict
 from typing import Any
 
@@ -43,6 +44,12 @@ _SETUP_ERRORS = (
 )
 
 
+class TrainingInterrupted(ZooError):
+    """Training was interrupted (SIGINT) and the model saved; the message says how to continue."""
+
+    exit_code = 130
+
+
 class NatgradExperimentManager(ExperimentManager):
     """
     ``rl_zoo3.exp_manager.ExperimentManager`` with three changes:
@@ -52,7 +59,10 @@ class NatgradExperimentManager(ExperimentManager):
     - the hyperparameters are checked before anything is built: a malformed file, a missing entry, an unknown key
       (neither a constructor argument nor an rl-zoo3 key) or a number that YAML reads as a string raise a
       :class:`~sb3_natgrad.zoo.ZooError` naming the problem; so do errors while creating the envs and the model;
-    - ``--trial-id 0`` loads trial 0 (rl-zoo3 2.9 tests ``if trial_id:`` and silently ignores it).
+    - ``--trial-id 0`` loads trial 0 (rl-zoo3 2.9 tests ``if trial_id:`` and silently ignores it);
+    - Ctrl-C (SIGINT) during training still saves the model, as in rl-zoo3, and then ends with
+      :class:`TrainingInterrupted` (exit code 130) saying where the model is and how to continue, instead of exit
+      code 0 and no word.
 
     Same constructor arguments as ``ExperimentManager``.
     """
@@ -67,6 +77,44 @@ class NatgradExperimentManager(ExperimentManager):
                 self.config = packaged
                 if hasattr(self.args, "conf_file"):
                     self.args.conf_file = packaged
+
+    #: ``num_timesteps`` when SIGINT interrupted ``learn`` (``None``: not interrupted)
+    interrupted_at: int | None = None
+
+    def learn(self, model: BaseAlgorithm) -> None:
+        """
+        rl-zoo3's ``learn`` (which ends training quietly on Ctrl-C), noting an interruption.
+
+        :param model: the model to train
+        """
+
+        def interrupted(signum: int, frame: Any) -> None:
+            self.interrupted_at = model.num_timesteps
+            raise KeyboardInterrupt
+
+        try:
+            previous = signal.signal(signal.SIGINT, interrupted)
+        except ValueError:  # not the main thread: leave signals alone
+            previous = None
+        try:
+            super().learn(model)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+
+    def save_trained_model(self, model: BaseAlgorithm) -> None:
+        """
+        rl-zoo3's ``save_trained_model``; after an interruption, then :class:`TrainingInterrupted`.
+
+        :param model: the model to save
+        """
+        super().save_trained_model(model)
+        if self.interrupted_at is not None:
+            path = os.path.join(self.save_path, f"{self.env_name}.zip")
+            raise TrainingInterrupted(
+                f"interrupted at {self.interrupted_at} of {self.n_timesteps} steps; the model was saved to {path}; "
+                f"continue with: sb3-natgrad train --algo {self.algo} --env {self.env_name.gym_id} -i {path}"
+            )
 
     def read_hyperparameters(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """
