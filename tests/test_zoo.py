@@ -344,6 +344,10 @@ BAD_INPUTS = [
     pytest.param(["train", "--env", "CartPol-v1"], {}, ["unknown environment id 'CartPol-v1'"], id="env"),
     pytest.param(["train", "-n", "-5"], {}, ["-n/--n-timesteps -5", "expected a number of steps > 0"], id="n-negative"),
     pytest.param(["train", "-n", "0"], {}, ["-n/--n-timesteps 0"], id="n-zero"),
+    pytest.param(["train", "-params", "kfac_clip:abc"], {}, ["-params 'kfac_clip:abc'", "cannot read the value"], id="p-name"),
+    pytest.param(["train", "-params", "learning_rate:lin_abc"], {}, ["cannot read the value 'lin_abc'"], id="p-lin"),
+    pytest.param(["train", "-params", "n_steps"], {}, ["-params 'n_steps'", "expected key:value"], id="p-colon"),
+    pytest.param(["train", "-params", "n_envs:0"], {}, ["n_envs must be an integer >= 1"], id="p-n-envs"),
     pytest.param(["train", "-conf", "bad.yml"], {"bad.yml": _BAD_YAML}, ["malformed YAML", "bad.yml"], id="yaml"),
     pytest.param(
         ["train", "-conf", "typo.yml", "-n", "10"],

@@ -141,6 +141,7 @@ _TRAIN_OPTIONS = [
     *_ALGO_ENV_OPTIONS,
     (("-i", "--trained-agent"), dict(default="")),
     (("-n", "--n-timesteps"), dict(type=int, default=-1)),  # rl-zoo3's default -1: the entry's n_timesteps
+    (("-params", "--hyperparams"), dict(nargs="+", default=None)),
 ]
 _LOAD_OPTIONS = [
     *_ALGO_ENV_OPTIONS,
@@ -232,6 +233,29 @@ def _prepare(argv: list[str], options: list[tuple[tuple[str, ...], dict[str, Any
 # Sub-commands
 
 
+def _check_hyperparams_flag(items: Sequence[str]) -> None:
+    """
+    ``-params key:value ...`` as rl-zoo3 reads it (the value is evaluated as Python, in ``rl_zoo3.utils``), with a
+    one-line error for an item without a colon, a value that does not evaluate, or ``n_envs`` below 1: rl-zoo3
+    fails on them with a traceback (or later, deep inside SB3).
+    """
+    import rl_zoo3.utils
+
+    for item in items:
+        key, colon, text = item.partition(":")
+        if not colon or not key:
+            raise ZooError(f"-params {item!r}: expected key:value, e.g. n_envs:8 or policy_kwargs:'dict(net_arch=[64])'")
+        try:
+            value = eval(text, vars(rl_zoo3.utils))  # what rl-zoo3's StoreDict does with it
+        except Exception as exc:
+            raise ZooError(
+                f"-params {item!r}: cannot read the value {text!r} ({type(exc).__name__}: {one_line(exc)}); "
+                "numbers as they are, strings in Python quotes that survive the shell, e.g. learning_rate:\"'lin_0.25'\""
+            ) from None
+        if key == "n_envs" and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            raise ZooError(f"-params {item!r}: n_envs must be an integer >= 1")
+
+
 def train(argv: list[str]) -> None:
     """
     ``rl_zoo3.train`` (training, ``-optimize`` hyperparameter search, ``-i`` continued training).
@@ -248,6 +272,8 @@ def train(argv: list[str]) -> None:
         raise ZooError(
             f"-n/--n-timesteps {known.n_timesteps}: expected a number of steps > 0 (leave it out for the entry's n_timesteps)"
         )
+    if known is not None and known.hyperparams:
+        _check_hyperparams_flag(known.hyperparams)
     if known is not None and known.trained_agent:
         if not known.trained_agent.endswith(".zip"):
             raise ZooError(f"--trained-agent {known.trained_agent!r}: expected a .zip file saved by train")
