@@ -348,6 +348,18 @@ BAD_INPUTS = [
     pytest.param(["train", "-params", "learning_rate:lin_abc"], {}, ["cannot read the value 'lin_abc'"], id="p-lin"),
     pytest.param(["train", "-params", "n_steps"], {}, ["-params 'n_steps'", "expected key:value"], id="p-colon"),
     pytest.param(["train", "-params", "n_envs:0"], {}, ["n_envs must be an integer >= 1"], id="p-n-envs"),
+    pytest.param(
+        ["all_plots", "-a", "acktr", "-e", "CartPole-v1", "-f", "nowhere", "--no-display"],
+        {},
+        ["no such folder: nowhere"],
+        id="plots-dir",
+    ),
+    pytest.param(
+        ["all_plots", "-a", "acktr", "-e", "CartPole-v1", "-f", ".", "--no-display"],
+        {},
+        ["no evaluations.npz"],
+        id="plots-empty",
+    ),
     pytest.param(["train", "-conf", "bad.yml"], {"bad.yml": _BAD_YAML}, ["malformed YAML", "bad.yml"], id="yaml"),
     pytest.param(
         ["train", "-conf", "typo.yml", "-n", "10"],

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
+import glob
 import importlib
 import io
 import os
@@ -386,7 +387,41 @@ def all_plots(argv: list[str]) -> None:
 
     :param argv: rl-zoo3 ``all_plots`` flags
     """
+    if not _wants_help(argv):
+        _check_experiment_folders(argv)
     _plot("all_plots", "all-plots", argv, save_option=True)
+
+
+def _check_experiment_folders(argv: list[str]) -> None:
+    """
+    ``all_plots`` skips folders that do not exist and prints a table of ``0.0 +/- 0.0`` with exit code 0 when
+    nothing matches: require every ``-f`` folder to exist and at least one run with evaluations among them.
+    """
+    known = _pre_parse(
+        argv,
+        [
+            (("-a", "--algos"), dict(nargs="+", default=[])),
+            (("-e", "--env"), dict(nargs="+", default=[])),
+            (("-f", "--exp-folders"), dict(nargs="+", default=[])),
+        ],
+    )
+    if known is None:
+        return  # rl-zoo3's parser reports it
+    missing = [folder for folder in known.exp_folders if not os.path.isdir(folder)]
+    if missing:
+        raise ZooError(f"-f/--exp-folders: no such folder: {', '.join(missing)}")
+    found = [
+        path
+        for folder in known.exp_folders
+        for algo in known.algos
+        for env in known.env
+        for path in glob.glob(os.path.join(folder, algo.lower(), f"*{env}*", "evaluations.npz"))
+    ]
+    if known.exp_folders and known.algos and known.env and not found:
+        raise ZooError(
+            f"no evaluations.npz for --algos {' '.join(known.algos)} and --env {' '.join(known.env)} under "
+            f"{', '.join(known.exp_folders)} (train with --eval-freq to write them)"
+        )
 
 
 def _check_results_file(argv: list[str]) -> None:
