@@ -139,15 +139,9 @@ def check_not_recurrent(algo: str, policy: Any) -> None:
     name = policy if isinstance(policy, str) else getattr(policy, "__name__", type(policy).__name__)
     recurrent = "lstm" in str(name).lower() or "recurrent" in str(name).lower()
     if not recurrent and not isinstance(policy, str):
-        try:
-            from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
-        except ImportError:  # pragma: no cover - sb3-contrib is a dependency
-            RecurrentActorCriticPolicy = None
-        recurrent = (
-            RecurrentActorCriticPolicy is not None
-            and isinstance(policy, type)
-            and issubclass(policy, RecurrentActorCriticPolicy)
-        )
+        from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy  # sb3-contrib is a dependency
+
+        recurrent = isinstance(policy, type) and issubclass(policy, RecurrentActorCriticPolicy)
     if recurrent:
         raise ValueError(
             f"{algo} does not support recurrent policies (got policy={name!r}): use MlpPolicy, CnnPolicy or "

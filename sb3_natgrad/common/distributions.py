@@ -65,6 +65,7 @@ def policy_kl(old: Distribution | TorchDistributions, new: Distribution | TorchD
     if isinstance(old_dist, (list, tuple)):
         assert isinstance(new_dist, (list, tuple))
         return th.stack([th.distributions.kl_divergence(p, q) for p, q in zip(old_dist, new_dist)], dim=1).sum(dim=1)
+    assert not isinstance(new_dist, (list, tuple))
     kl = th.distributions.kl_divergence(old_dist, new_dist)
     if isinstance(old_dist, th.distributions.Categorical):
         return kl

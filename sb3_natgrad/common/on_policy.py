@@ -133,7 +133,7 @@ class NaturalGradientAlgorithm(LogScheduleMixin, OnPolicyAlgorithm):
         on_policy = {**_ON_POLICY_FILLERS, **{key: value for key, value in arguments.items() if key in _ON_POLICY_ARGUMENTS}}
         super().__init__(
             policy,
-            env,
+            env,  # type: ignore[arg-type]  # None when SB3's load() builds the model, as for SB3's own algorithms
             **on_policy,
             _init_setup_model=False,
             supported_action_spaces=None,  # checked by check_spaces, with a clearer error

@@ -94,14 +94,13 @@ class _NoiseStorage:
         yield from super().get(batch_size)  # type: ignore[misc]
 
     def _store_noise(self) -> None:
-        noise = None if self.noise_source is None else self.noise_source()
-        if noise is None:
+        sampled = None if self.noise_source is None else self.noise_source()
+        if sampled is None:
             raise RuntimeError(
                 f"{type(self).__name__}.add(): no acting noise to store. KFRELAX needs the noise each action was sampled "
                 "with: fill this buffer through a KFRELAX policy's stochastic forward() (SB3's collect_rollouts does)"
             )
-        noise = noise.detach().cpu().numpy().reshape(self.n_envs, self.noise_dim)
-        self.noise[self.pos] = noise
+        self.noise[self.pos] = sampled.detach().cpu().numpy().reshape(self.n_envs, self.noise_dim)
 
 
 class NoisyRolloutBuffer(_NoiseStorage, RolloutBuffer):

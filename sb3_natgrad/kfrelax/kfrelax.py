@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from contextlib import nullcontext
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch as th
 from gymnasium import spaces
@@ -23,7 +23,12 @@ from sb3_natgrad.common.on_policy import (
     NaturalGradientAlgorithm,
     own_arguments,
 )
-from sb3_natgrad.kfrelax.buffers import NOISY_BUFFERS, NoisyDictRolloutBuffer, NoisyRolloutBuffer
+from sb3_natgrad.kfrelax.buffers import (
+    NOISY_BUFFERS,
+    NoisyDictRolloutBuffer,
+    NoisyRolloutBuffer,
+    NoisyRolloutBufferSamples,
+)
 from sb3_natgrad.kfrelax.control_variate import (
     ControlVariate,
     estimator_variance_loss,
@@ -397,7 +402,8 @@ class KFRELAX(NaturalGradientAlgorithm):
         buffer.used_for_update = True
         kfac = self.kfac
 
-        data, actions = self._whole_batch()
+        samples, actions = self._whole_batch()
+        data = cast(NoisyRolloutBufferSamples, samples)  # the noise-storing buffer's samples
         n = data.returns.shape[0]
         targets = self._standardized(data.advantages if self.target == "advantage" else data.returns)
 

@@ -772,9 +772,9 @@ def check_kfac_arguments(
     for name, value in (("momentum", momentum), ("stat_decay", stat_decay)):
         if not is_number(value) or not 0 <= value < 1:
             raise bad(name, value, "a number in [0, 1)")
-    for name, value in (("kl_clip", kl_clip), ("warmup_max_grad_norm", warmup_max_grad_norm)):
-        if value is not None and (not is_number(value) or value <= 0):
-            raise bad(name, value, "a number > 0, or None to disable it")
+    for name, optional in (("kl_clip", kl_clip), ("warmup_max_grad_norm", warmup_max_grad_norm)):
+        if optional is not None and (not is_number(optional) or optional <= 0):
+            raise bad(name, optional, "a number > 0, or None to disable it")
     for name, value, low in (
         ("stats_interval", stats_interval, 1),
         ("inverse_interval", inverse_interval, 1),
