@@ -6,7 +6,6 @@ import io
 import pathlib
 import zipfile
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
@@ -27,6 +26,7 @@ from stable_baselines3.common.envs import (
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 from torch import nn
+from unsupported_envs import NestedDictEnv, TupleActionEnv
 
 from sb3_natgrad import ACKTR, ACKTRCnn
 from sb3_natgrad.optim import KFAC
@@ -375,22 +375,6 @@ def test_adaptive_gauss_newton_tracks_bellman_error():
     model.learn(160)
     assert model.bellman_error_var is not None and model.bellman_error_var > 0
     assert "train/bellman_error_std" in model.logger.name_to_value
-
-
-class TupleActionEnv(gym.Env):
-    observation_space = spaces.Box(-1, 1, (2,))
-    action_space = spaces.Tuple((spaces.Discrete(2), spaces.Discrete(3)))
-
-    def reset(self, seed=None, options=None):
-        return self.observation_space.sample(), {}
-
-    def step(self, action):
-        return self.observation_space.sample(), 0.0, False, False, {}
-
-
-class NestedDictEnv(TupleActionEnv):
-    observation_space = spaces.Dict({"a": spaces.Dict({"b": spaces.Box(-1, 1, (2,))})})
-    action_space = spaces.Discrete(2)
 
 
 def test_unsupported_spaces_are_named():

@@ -28,6 +28,7 @@ from stable_baselines3.common.envs import (
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+from unsupported_envs import TupleActionEnv
 
 from sb3_natgrad.kfrelax import KFRELAX, KFRELAXPolicy, NoisyRolloutBuffer
 from sb3_natgrad.optim import KFAC
@@ -647,17 +648,6 @@ def test_non_finite_control_variate_gradient_skips_both_cv_optimizers(cv_optimiz
     assert_states_equal(states[0], model.cv_net_optimizer.state_dict())
     assert_states_equal(states[1], model.cv_scalar_optimizer.state_dict())
     assert model.cv_skipped_updates == 1
-
-
-class TupleActionEnv(gym.Env):
-    observation_space = spaces.Box(-1, 1, (2,))
-    action_space = spaces.Tuple((spaces.Discrete(2), spaces.Discrete(3)))
-
-    def reset(self, seed=None, options=None):
-        return self.observation_space.sample(), {}
-
-    def step(self, action):
-        return self.observation_space.sample(), 0.0, False, False, {}
 
 
 def test_unsupported_configurations_are_named():

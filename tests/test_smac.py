@@ -24,7 +24,6 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
-from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback, StopTrainingOnRewardThreshold
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.envs import (
@@ -38,6 +37,7 @@ from stable_baselines3.common.envs import (
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+from unsupported_envs import TupleActionEnv, UnboundedBoxEnv
 
 from sb3_natgrad.smac import SMAC, CnnPolicy, MultiInputPolicy
 
@@ -536,16 +536,8 @@ def test_bad_arguments_raise_naming_the_argument(kwargs: dict[str, Any], name: s
 
 
 def test_unsupported_spaces_and_recurrent_policies_are_rejected() -> None:
-    class TupleActionEnv(gym.Env):
-        observation_space = spaces.Box(-1, 1, (2,))
-        action_space = spaces.Tuple((spaces.Discrete(2), spaces.Discrete(3)))
-
     with pytest.raises(ValueError, match="does not support the action space Tuple"):
         SMAC("MlpPolicy", TupleActionEnv())
-
-    class UnboundedBoxEnv(gym.Env):
-        observation_space = spaces.Box(-1, 1, (2,))
-        action_space = spaces.Box(-np.inf, np.inf, (2,))
 
     with pytest.raises(ValueError, match="finite bounds"):
         SMAC("MlpPolicy", UnboundedBoxEnv())
