@@ -217,6 +217,11 @@ def test_continue_training_with_normalization(tmp_path) -> None:
     assert "Loading pretrained agent" in result.stdout
     assert "Loading saved VecNormalize stats" in result.stdout
     assert (tmp_path / "logs" / "acktr" / "Acrobot-v1_2" / "Acrobot-v1.zip").is_file()
+    # -i continues the timestep count (rl-zoo3 restarts it at 0), so the learning-rate schedule goes on from there
+    first_model = ACKTR.load(first / "Acrobot-v1.zip", device="cpu")
+    second_model = ACKTR.load(tmp_path / "logs" / "acktr" / "Acrobot-v1_2" / "Acrobot-v1.zip", device="cpu")
+    assert second_model.num_timesteps == first_model.num_timesteps + 320
+    assert second_model.kfac.steps == first_model.kfac.steps + 1
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -406,6 +406,8 @@ class NaturalGradientAlgorithm(LogScheduleMixin, OnPolicyAlgorithm):
         its class name.
         """
         log_interval = self.default_log_interval if log_interval is None else log_interval
+        if self.__dict__.pop("_continue_timesteps_once", False):  # set by `sb3-natgrad train -i` (see zoo.experiment)
+            reset_num_timesteps = False
         self._start_log_schedule(log_interval)
         return super().learn(
             total_timesteps=total_timesteps,

@@ -21,6 +21,7 @@ from rl_zoo3.utils import ALGOS
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from sb3_natgrad.common.minatar import ensure_registered
+from sb3_natgrad.common.on_policy import NaturalGradientAlgorithm
 from sb3_natgrad.zoo import DEBUG_ENV_VAR, ZOO_ALGORITHMS, ZooError, default_config
 from sb3_natgrad.zoo.config import check_entry, load_yaml_config, one_line, select_entry
 
@@ -60,6 +61,8 @@ class NatgradExperimentManager(ExperimentManager):
       (neither a constructor argument nor an rl-zoo3 key) or a number that YAML reads as a string raise a
       :class:`~sb3_natgrad.zoo.ZooError` naming the problem; so do errors while creating the envs and the model;
     - ``--trial-id 0`` loads trial 0 (rl-zoo3 2.9 tests ``if trial_id:`` and silently ignores it);
+    - ``-i`` (continue training) continues ``num_timesteps`` for the sb3_natgrad algorithms: with ``-n`` the steps
+      still to go, the learning-rate schedules continue where the saved run stopped;
     - Ctrl-C (SIGINT) during training still saves the model, as in rl-zoo3, and then ends with
       :class:`TrainingInterrupted` (exit code 130) saying where the model is and how to continue, instead of exit
       code 0 and no word.
@@ -92,6 +95,10 @@ class NatgradExperimentManager(ExperimentManager):
             self.interrupted_at = model.num_timesteps
             raise KeyboardInterrupt
 
+        if self.continue_training and isinstance(model, NaturalGradientAlgorithm):
+            # rl-zoo3 restarts num_timesteps at 0 with -i: continue the count (and with it the schedules' progress,
+            # checkpoint names and logs); popped by the model's learn() before anything is saved
+            model._continue_timesteps_once = True  # type: ignore[attr-defined]
         try:
             previous = signal.signal(signal.SIGINT, interrupted)
         except ValueError:  # not the main thread: leave signals alone
