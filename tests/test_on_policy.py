@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 from torch import nn
 
@@ -312,3 +314,34 @@ def test_acktr_max_kl_bounds_the_exact_kl_that_kfac_clip_does_not() -> None:
     assert max(kls[0.01]) <= 0.01 * (1 + 1e-6)
     assert max(kls[None]) > 1.5 * 0.01  # without it, the same run leaves the bound
     assert 0.0 < model.logger.name_to_value["train/update_scale"] <= 1.0
+
+
+class SaveAtRolloutStart(BaseCallback):
+    """Saves the model, and a copy of its env, at the start of the rollout that begins at ``at`` steps."""
+
+    def __init__(self, at: int, path) -> None:
+        super().__init__()
+        self.at, self.path, self.env_copy = at, path, None
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_start(self) -> None:
+        if self.model.num_timesteps == self.at and self.env_copy is None:
+            self.model.save(self.path)
+            self.env_copy = copy.deepcopy(self.training_env)
+
+
+@pytest.mark.parametrize("algo", ALGOS, ids=lambda a: a.__name__)
+def test_resuming_from_a_saved_model_is_bit_identical_to_the_uninterrupted_run(algo: type, tmp_path) -> None:
+    rollout = SMALL[algo]["n_steps"] * 2
+    total, at = rollout * 8, rollout * 4
+    model = algo("MlpPolicy", make_vec_env("CartPole-v1", n_envs=2, seed=0), seed=0, device="cpu", **SMALL[algo])
+    callback = SaveAtRolloutStart(at, tmp_path / "half.zip")
+    model.learn(total, callback=callback)
+    th.manual_seed(12345)  # whatever happened to the generators in between: load() sets them back
+    resumed = algo.load(tmp_path / "half.zip", env=callback.env_copy, device="cpu", force_reset=False)
+    resumed.learn(total - at, reset_num_timesteps=False)
+    assert resumed.num_timesteps == model.num_timesteps == total
+    for (name, expected), actual in zip(model.policy.named_parameters(), resumed.policy.parameters()):
+        assert th.equal(expected, actual), name
