@@ -581,3 +581,12 @@ def test_ctrl_c_saves_the_model_and_says_how_to_continue(tmp_path) -> None:
     result = SimpleNamespace(returncode=process.returncode, stdout=stdout, stderr=stderr)
     assert_one_line_error(result, "train", "interrupted at", f"the model was saved to {saved}", f"-i {saved}", code=130)
     assert ACKTR.load(tmp_path / saved, device="cpu").num_timesteps > 0
+
+
+def test_a_failed_train_leaves_no_empty_run_folder_for_enjoy(tmp_path) -> None:
+    args = ["train", "--algo", "acktr", "--env", "CartPole-v1", "-f", "logs", "-params", "n_steps:-3"]
+    failed = run(*args, cwd=tmp_path, ok=False)
+    assert_one_line_error(failed, "train", "invalid n_steps=-3", code=2)
+    assert not (tmp_path / "logs" / "acktr" / "CartPole-v1_1").exists()
+    enjoy = run("enjoy", "--algo", "acktr", "--env", "CartPole-v1", "-f", "logs", "--no-render", cwd=tmp_path, ok=False)
+    assert_one_line_error(enjoy, "enjoy", "no trained acktr model")

@@ -8,8 +8,10 @@ layout) is rl-zoo3's.
 
 from __future__ import annotations
 
+import glob
 import inspect
 import os
+import shutil
 import signal
 from collections import OrderedDict
 from typing import Any
@@ -169,6 +171,15 @@ class NatgradExperimentManager(ExperimentManager):
         except ValueError as exc:
             raise ZooError(f"cannot load study {study_name!r} from {storage}: {one_line(exc)}") from None
 
+    def _remove_failed_run_folder(self, fresh: bool) -> None:
+        """
+        Remove the run folder this run created if it holds no model: a later ``enjoy`` (which takes the newest run)
+        would otherwise pick the empty folder and fail on it.
+        """
+        models = glob.glob(os.path.join(self.save_path, "**", "*.zip"), recursive=True)
+        if fresh and os.path.isdir(self.save_path) and not models:
+            shutil.rmtree(self.save_path, ignore_errors=True)
+
     def setup_experiment(self) -> tuple[BaseAlgorithm, dict[str, Any]] | None:
         """
         rl-zoo3's ``setup_experiment``; input errors while creating the envs and the model become one-line
@@ -176,11 +187,14 @@ class NatgradExperimentManager(ExperimentManager):
 
         :return: the model and the saved hyperparameters, or ``None`` when optimizing hyperparameters
         """
+        fresh = not os.path.exists(self.save_path)
         try:
             return super().setup_experiment()
         except ZooError:
+            self._remove_failed_run_folder(fresh)
             raise
         except _SETUP_ERRORS as exc:
+            self._remove_failed_run_folder(fresh)
             if os.environ.get(DEBUG_ENV_VAR):
                 raise
             raise ZooError(
