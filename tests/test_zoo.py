@@ -174,6 +174,21 @@ def test_train_writes_rl_zoo3_layout(trained: str) -> None:
     assert os.path.isfile(os.path.join(run_dir, ENV, "vecnormalize.pkl")) == bool(packaged.get("normalize"))
 
 
+def test_enjoy_without_a_display_does_not_render_and_prints_no_error_line(trained: str) -> None:
+    environ = {key: value for key, value in _environ().items() if key not in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER")}
+    result = subprocess.run(
+        [*CLI, "enjoy", "--algo", "acktr", "--env", ENV, "-f", "logs", "-n", "50"],
+        cwd=trained,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "No display: running without rendering" in result.stdout
+    assert "error" not in result.stderr.lower(), result.stderr
+
+
 def test_enjoy_runs_the_trained_agent(trained: str) -> None:
     result = run("enjoy", "--algo", "acktr", "--env", ENV, "-f", "logs", "--no-render", "-n", "300", cwd=trained)
     assert os.path.join("logs", "acktr", f"{ENV}_1", f"{ENV}.zip") in result.stdout

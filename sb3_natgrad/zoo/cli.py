@@ -315,9 +315,29 @@ def enjoy(argv: list[str]) -> None:
     # rl-zoo3 downloads its own algorithms' agents when they are not in rl-trained-agents/; there are none of ours.
     if known is not None and (known.algo in ours or DEFAULT_FOLDER not in known.folder):
         _check_model(known, known.algo)
+    if known is not None and _headless():
+        _quiet_sdl()
+        if "--no-render" not in argv:
+            # rendering to no screen runs at ~25 steps/s and ignores SIGTERM
+            print("No display: running without rendering (as with --no-render)")
+            argv = [*argv, "--no-render"]
     module = _import_enjoy()
     with _script_argv("enjoy", argv):
         module.enjoy()
+
+
+def _headless() -> bool:
+    """A Linux machine without a display (no ``DISPLAY`` nor ``WAYLAND_DISPLAY``)."""
+    return sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _quiet_sdl() -> None:
+    """
+    Without a display, SDL (pygame, the classic-control renderer) prints ``error: XDG_RUNTIME_DIR is invalid``, which
+    reads like this command's own error line: use SDL's dummy drivers, as for off-screen rendering.
+    """
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 
 
 def record_video(argv: list[str]) -> None:
@@ -329,6 +349,8 @@ def record_video(argv: list[str]) -> None:
     argv, known = _prepare(argv, _LOAD_OPTIONS)
     if known is not None:
         _check_model(known, known.algo)
+        if _headless():
+            _quiet_sdl()
     if not _wants_help(argv):
         importlib.import_module("moviepy")  # VecVideoRecorder's backend: fail before loading anything
     with _script_argv("record-video", argv):
@@ -490,6 +512,8 @@ def package(argv: list[str]) -> None:
 
     :param argv: the flags
     """
+    if _headless():
+        _quiet_sdl()  # the replay video renders off-screen
     parser = _parser("package", "Package an rl-zoo3 run into the Hugging Face repository layout of rl-zoo3 (offline).")
     parser.add_argument("--algo", default=DEFAULT_ALGO, help=f"algorithm (default: {DEFAULT_ALGO})")
     parser.add_argument("--env", required=True, help="environment id")
