@@ -260,12 +260,18 @@ class KFRELAX(NaturalGradientAlgorithm):
             self.rollout_buffer_class = (
                 NoisyDictRolloutBuffer if isinstance(self.observation_space, spaces.Dict) else NoisyRolloutBuffer
             )
-        super()._setup_model()
-        if not isinstance(self.policy, KFRELAXPolicy):
+        if not (isinstance(self.policy_class, type) and issubclass(self.policy_class, KFRELAXPolicy)):
+            given = getattr(self.policy_class, "__name__", self.policy_class)
             raise ValueError(
-                f"{name} needs a KFRELAXPolicy (it acts through stored noise and owns the control variate), "
-                f"got {type(self.policy).__name__}"
+                f"{name} needs a policy class derived from KFRELAXPolicy, got {given!r}: "
+                "KFRELAX acts through noise that it stores (the policy's pop_acting_noise, actions_from_noise and "
+                "relax_forward) and trains a control variate that the policy owns. Derive the class from "
+                "sb3_natgrad.kfrelax.KFRELAXPolicy (or sb3_natgrad.kfrelax.CnnPolicy / MultiInputPolicy) instead of "
+                "ActorCriticPolicy; the networks are set through policy_kwargs (net_arch, features_extractor_class, "
+                "cv_net_arch, ...)"
             )
+        super()._setup_model()
+        assert isinstance(self.policy, KFRELAXPolicy)
         self.rollout_buffer.noise_source = self.policy.pop_acting_noise
         cv = self.control_variate
         lr = self.resolved_cv_learning_rate
