@@ -657,7 +657,7 @@ def test_unsupported_configurations_are_named():
         KFRELAX("MlpPolicy", "Pendulum-v1", use_sde=True)
     with pytest.raises(ValueError, match="rollout_buffer_class"):
         KFRELAX("MlpPolicy", "CartPole-v1", rollout_buffer_class=RolloutBuffer)
-    with pytest.raises(ValueError, match="derived from KFRELAXPolicy, got 'ActorCriticPolicy'.*Derive the class from"):
+    with pytest.raises(ValueError, match=r"derived from KFRELAXPolicy, got 'ActorCriticPolicy'.*Derive the class from"):
         KFRELAX(ActorCriticPolicy, "CartPole-v1")
     with pytest.raises(ValueError, match="recurrent"):
         KFRELAX("MlpLstmPolicy", "CartPole-v1")
