@@ -34,6 +34,7 @@ import time
 from typing import Any
 
 import numpy as np
+from provenance import provenance
 
 THRESHOLDS: dict[str, tuple[float, ...]] = {
     "CartPole-v1": (195.0, 475.0),
@@ -230,7 +231,8 @@ def main() -> None:
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(out.read_text()) if out.exists() else []
-    out.write_text(json.dumps(previous + results, indent=1))
+    stamp = provenance()
+    out.write_text(json.dumps(previous + [{**result, "provenance": stamp} for result in results], indent=1))
     print()
     print(summarize(results))
 

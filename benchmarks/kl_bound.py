@@ -13,14 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import platform
-import subprocess
-import sys
 import time
 from typing import Any
 
 import numpy as np
 import torch as th
+from provenance import provenance
 from stable_baselines3.common.callbacks import BaseCallback
 
 from sb3_natgrad import ACKTR, KFRELAX, SMAC
@@ -92,7 +90,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", default=None, help="run only these rows (indices into RUNS)")
     args = parser.parse_args()
     th.set_num_threads(1)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()  # what runs
+    stamp = provenance()  # before the runs: the code that runs
     rows = []
     for index, (algo, env_id, kwargs) in enumerate(RUNS):
         if args.only is not None and str(index) not in args.only:
@@ -100,14 +98,7 @@ def main() -> None:
         row = run(algo, env_id, kwargs, args.steps, args.seed)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    versions = {name: __import__(name).__version__ for name in ("torch", "stable_baselines3", "gymnasium", "numpy")}
-    result = {
-        "command": " ".join(["python", *sys.argv]),
-        "commit": commit,
-        "versions": versions,
-        "python": platform.python_version(),
-        "runs": rows,
-    }
+    result = {"command": stamp["command"], "commit": stamp["commit"], "provenance": stamp, "runs": rows}
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")

@@ -37,7 +37,6 @@ import json
 import multiprocessing as mp
 import os
 import pathlib
-import subprocess
 import sys
 import time
 import warnings
@@ -45,6 +44,7 @@ from typing import Any
 
 import numpy as np
 import yaml
+from provenance import provenance
 from sample_efficiency import to_constructor_kwargs  # the same rl-zoo3 entry -> constructor translation
 
 DEFAULT_OUT = "benchmarks/results/pixels"
@@ -125,7 +125,7 @@ def run_one(job: dict[str, Any]) -> str:
     else:
         policy = MinAtarPolicy if algo in ("a2c", "ppo") else entry.get("policy", "MinAtarPolicy")
         model = cls(policy, env, seed=seed, device="cpu", **to_constructor_kwargs(entry))
-        episodes, status = [], {"cpu_seconds": 0.0, "wall_seconds": 0.0, "commit": _provenance()["commit"]}
+        episodes, status = [], {"cpu_seconds": 0.0, "wall_seconds": 0.0, "commit": provenance()["commit"]}
 
     class Recorder(BaseCallback):
         def __init__(self) -> None:
@@ -293,7 +293,7 @@ def summarize(out: pathlib.Path, command: str) -> None:
         del r["_steps"], r["_means"]
     (out / "README.md").write_text("\n".join(lines) + "\n")
     (out / "results.json").write_text(
-        json.dumps(dict(command=command, provenance=_provenance(), games=summary, runs=runs), indent=1)
+        json.dumps(dict(command=command, provenance=provenance(), games=summary, runs=runs), indent=1)
     )
     print("\n".join(lines))
 
@@ -326,20 +326,6 @@ def _plot(out: pathlib.Path, game: str, rows: list[dict[str, Any]], order: list[
     fig.tight_layout()
     fig.savefig(out / f"curves_{game}.png", dpi=100)
     plt.close(fig)
-
-
-def _provenance() -> dict[str, Any]:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = None
-    versions = {}
-    for package in ("sb3-natgrad", "stable_baselines3", "rl_zoo3", "torch", "gymnasium", "minatar", "numpy"):
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = None
-    return {"commit": commit, "python": sys.version.split()[0], "versions": versions, "cpus": os.cpu_count()}
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import yaml
+from provenance import provenance
 
 THRESHOLDS = {
     "CartPole-v1": 475.0,
@@ -199,7 +200,8 @@ def main() -> None:
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(out.read_text()) if out.exists() else []
-    out.write_text(json.dumps(previous + results, indent=1))
+    stamp = provenance()
+    out.write_text(json.dumps(previous + [{**result, "provenance": stamp} for result in results], indent=1))
     print("\n| env | algo | median timesteps to threshold | per seed | steps/s |")
     print("|---|---|---|---|---|")
     for env_id in args.env:

@@ -42,6 +42,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
+from provenance import provenance
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "smac")
 
@@ -197,8 +198,9 @@ def summarize(seeds: list[int]) -> None:
         fig.tight_layout()
         fig.savefig(os.path.join(RESULTS, f"{task}.png"), dpi=80)
         plt.close(fig)
+    stamp = provenance()
     with open(os.path.join(RESULTS, "comparison.json"), "w") as handle:
-        json.dump(table, handle, indent=1)
+        json.dump([{**row, "provenance": stamp} for row in table], handle, indent=1)
     if table:
         with open(os.path.join(RESULTS, "comparison.csv"), "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(table[0]))
@@ -261,8 +263,9 @@ def trap(updates: int, seed: int) -> None:
             rows.append(row)
             print(row, flush=True)
     os.makedirs(RESULTS, exist_ok=True)
+    stamp = provenance()
     with open(os.path.join(RESULTS, "trap.json"), "w") as handle:
-        json.dump(rows, handle, indent=1)
+        json.dump([{**row, "provenance": stamp} for row in rows], handle, indent=1)
     with open(os.path.join(RESULTS, "trap.csv"), "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()

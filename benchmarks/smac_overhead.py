@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch as th
+from provenance import provenance
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "smac")
 
@@ -115,7 +116,9 @@ def main() -> None:
         )
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, "overhead.json"), "w") as handle:
-        json.dump({"threads": th.get_num_threads(), "timesteps": args.timesteps, "rows": results}, handle, indent=1)
+        record = {"threads": th.get_num_threads(), "timesteps": args.timesteps, "rows": results}
+        record["provenance"] = provenance()
+        json.dump(record, handle, indent=1)
 
 
 if __name__ == "__main__":

@@ -759,3 +759,11 @@ def test_model_without_coverable_layer_is_rejected():
         KFAC(nn.Conv2d(4, 4, 3, groups=2))
     with pytest.raises(TypeError, match=r"nn\.Module"):
         KFAC([nn.Parameter(torch.zeros(3))])  # type: ignore[arg-type]
+
+
+def test_a_second_parameter_group_is_refused() -> None:
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    opt = KFAC(model)
+    assert len(opt.param_groups) == 1
+    with pytest.raises(ValueError, match="add_param_group"):
+        opt.add_param_group({"params": [nn.Parameter(torch.zeros(2))]})

@@ -556,7 +556,8 @@ class KFAC(Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """
-        Take one optimisation step.
+        Take one optimisation step: fold this step's statistics into the factors, then a first-order warm-up step or
+        the natural-gradient step ``F^-1 g`` inside the trust region, with momentum.
 
         :param closure: optional closure that re-evaluates the model and returns the loss
         :return: the closure's loss, if given
@@ -570,12 +571,9 @@ class KFAC(Optimizer):
         lr, momentum = float(group["lr"]), float(group["momentum"])
         grads = self._gradients()
         if grads is None:
-            self.counters["skipped_steps"] += 1
-            self._warn_once("grad", "KFAC: non-finite gradient, the step was skipped and the parameters left unchanged")
             self._clear_step_buffers()
-            self.last_step_info = {"skipped": 1.0}
+            self._refuse_step("grad", "non-finite gradient")
             return loss
-
         if self.stats_due:
             self._fold_statistics()
         self._clear_step_buffers()
@@ -583,47 +581,16 @@ class KFAC(Optimizer):
             self._step += 1
             return loss
 
-        params = [p for p in group["params"] if id(p) in grads]
         if self.in_warmup:
-            directions = grads
-            if self.warmup_max_grad_norm is not None:
-                total_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads.values()]))
-                scale = min(1.0, self.warmup_max_grad_norm / (float(total_norm) + 1e-6))
-                directions = {k: g * scale for k, g in grads.items()}
-            applied = self._momentum_updates(params, directions, momentum, lr)
-            info = {"nu": 1.0, "step_size": lr, "warmup": 1.0}
+            directions, info = self._warmup_directions(grads, lr)
+            step_lr = lr
         else:
-            if not any("A" in self.state[layer.weight] for layer in self.layers):
-                raise RuntimeError(
-                    "KFAC.step() was called after the warm-up but no curvature statistics were ever recorded: "
-                    "run the model forward in training mode and pass the sampled-Fisher loss to "
-                    "record_fisher() (or back-propagate it inside `with opt.track_fisher():`) before step()"
-                )
-            self._update_inverses()
-            damping = self._layer_damping()
-            directions = dict(grads)
-            for layer in self.layers:
-                if id(layer.weight) not in grads:
-                    continue
-                if not self._precondition(layer, directions, damping):
-                    self.counters["first_order_layer_steps"] += 1
-                    self._warn_once(
-                        f"first_order:{layer.name}",
-                        f"KFAC: layer '{layer.name}' has no curvature statistics yet and takes a first-order step",
-                    )
-            # Trust region (Wu et al. 2017, §3.2): lr^2 * sum <F^-1 g, g> over every parameter the step touches.
-            vfv = lr**2 * float(sum((directions[k] * grads[k]).sum() for k in grads))
-            kl_clip = group["kl_clip"]
-            nu = 1.0 if kl_clip is None or vfv <= 0.0 else min(1.0, math.sqrt(float(kl_clip) / vfv))
-            nat_norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(d) for d in directions.values()])))
-            directions = {k: d * nu for k, d in directions.items()}
-            applied = self._momentum_updates(params, directions, momentum, lr * (1.0 - momentum) if momentum else lr)
-            info = {"nu": nu, "vFv": vfv, "step_size": nu * lr, "natural_grad_norm": nat_norm, "warmup": 0.0}
-
+            directions, info = self._natural_directions(grads, lr, group["kl_clip"])
+            step_lr = lr * (1.0 - momentum) if momentum else lr
+        params = [p for p in group["params"] if id(p) in grads]
+        applied = self._momentum_updates(params, directions, momentum, step_lr)
         if applied is None:
-            self.counters["skipped_steps"] += 1
-            self._warn_once("update", "KFAC: non-finite update, the step was skipped and the parameters left unchanged")
-            self.last_step_info = {"skipped": 1.0}
+            self._refuse_step("update", "non-finite update")
             return loss
         for p, (new_buf, update) in zip(params, applied):
             if new_buf is not None:
@@ -632,6 +599,64 @@ class KFAC(Optimizer):
         self._step += 1
         self.last_step_info = info
         return loss
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """
+        K-FAC has one parameter group, the model's (its hyperparameters apply to every layer it hooks): a second
+        group is refused instead of being silently ignored.
+
+        :param param_group: the group (only the constructor's own is accepted)
+        """
+        if self.param_groups:
+            raise ValueError(
+                "KFAC optimises the parameters of the model it was given as one group; add_param_group() is not "
+                "supported (build another optimizer for other parameters, or pass skip_modules for first-order layers)"
+            )
+        super().add_param_group(param_group)
+
+    def _refuse_step(self, key: str, what: str) -> None:
+        """Count and report a step that leaves the parameters unchanged."""
+        self.counters["skipped_steps"] += 1
+        self._warn_once(key, f"KFAC: {what}, the step was skipped and the parameters left unchanged")
+        self.last_step_info = {"skipped": 1.0}
+
+    def _warmup_directions(
+        self, grads: dict[int, torch.Tensor], lr: float
+    ) -> tuple[dict[int, torch.Tensor], dict[str, float]]:
+        """The warm-up's first-order directions: the gradients, clipped to ``warmup_max_grad_norm``."""
+        directions = grads
+        if self.warmup_max_grad_norm is not None:
+            total_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads.values()]))
+            scale = min(1.0, self.warmup_max_grad_norm / (float(total_norm) + 1e-6))
+            directions = {k: g * scale for k, g in grads.items()}
+        return directions, {"nu": 1.0, "step_size": lr, "warmup": 1.0}
+
+    def _natural_directions(
+        self, grads: dict[int, torch.Tensor], lr: float, kl_clip: float | None
+    ) -> tuple[dict[int, torch.Tensor], dict[str, float]]:
+        """``nu F^-1 g`` layer by layer, with the trust-region factor ``nu`` (Wu et al. 2017, §3.2)."""
+        if not any("A" in self.state[layer.weight] for layer in self.layers):
+            raise RuntimeError(
+                "KFAC.step() was called after the warm-up but no curvature statistics were ever recorded: "
+                "run the model forward in training mode and pass the sampled-Fisher loss to "
+                "record_fisher() (or back-propagate it inside `with opt.track_fisher():`) before step()"
+            )
+        self._update_inverses()
+        damping = self._layer_damping()
+        directions = dict(grads)
+        for layer in self.layers:
+            if id(layer.weight) in grads and not self._precondition(layer, directions, damping):
+                self.counters["first_order_layer_steps"] += 1
+                self._warn_once(
+                    f"first_order:{layer.name}",
+                    f"KFAC: layer '{layer.name}' has no curvature statistics yet and takes a first-order step",
+                )
+        # Trust region: lr^2 * sum <F^-1 g, g> over every parameter the step touches.
+        vfv = lr**2 * float(sum((directions[k] * grads[k]).sum() for k in grads))
+        nu = 1.0 if kl_clip is None or vfv <= 0.0 else min(1.0, math.sqrt(float(kl_clip) / vfv))
+        nat_norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(d) for d in directions.values()])))
+        directions = {k: d * nu for k, d in directions.items()}
+        return directions, {"nu": nu, "vFv": vfv, "step_size": nu * lr, "natural_grad_norm": nat_norm, "warmup": 0.0}
 
     def _momentum_updates(
         self, params: list[torch.Tensor], directions: dict[int, torch.Tensor], momentum: float, step_lr: float
