@@ -345,3 +345,29 @@ def test_resuming_from_a_saved_model_is_bit_identical_to_the_uninterrupted_run(a
     assert resumed.num_timesteps == model.num_timesteps == total
     for (name, expected), actual in zip(model.policy.named_parameters(), resumed.policy.parameters()):
         assert th.equal(expected, actual), name
+
+
+class BadRewardAt(gym.Wrapper):
+    """Returns ``value`` as the reward of one step."""
+
+    def __init__(self, env: gym.Env, at: int, value: float) -> None:
+        super().__init__(env)
+        self.at, self.value, self.count = at, value, 0
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.count += 1
+        return obs, (self.value if self.count == self.at else reward), terminated, truncated, info
+
+
+@pytest.mark.parametrize("algo", ALGOS, ids=lambda a: a.__name__)
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e30, -1e30])
+def test_one_extreme_reward_leaves_the_parameters_finite_and_training_going(algo: type, value: float) -> None:
+    env = DummyVecEnv([lambda: BadRewardAt(gym.make("CartPole-v1"), 5, value)])
+    model = algo("MlpPolicy", env, seed=0, device="cpu", **SMALL[algo])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        model.learn(400)
+    assert model.num_timesteps >= 400
+    assert all(bool(th.isfinite(p).all()) for p in model.policy.parameters())
+    assert model.skipped_updates <= 1  # at most the update of the rollout that holds the reward
