@@ -605,3 +605,10 @@ def test_a_failed_train_leaves_no_empty_run_folder_for_enjoy(tmp_path) -> None:
     assert not (tmp_path / "logs" / "acktr" / "CartPole-v1_1").exists()
     enjoy = run("enjoy", "--algo", "acktr", "--env", "CartPole-v1", "-f", "logs", "--no-render", cwd=tmp_path, ok=False)
     assert_one_line_error(enjoy, "enjoy", "no trained acktr model")
+
+
+def test_a_storage_without_its_database_driver_is_one_line(tmp_path) -> None:
+    args = ["train", "-optimize", "--storage", "mysql://user@localhost/db", "-n", "100", "--n-trials", "1", "-f", "logs"]
+    result = run(*args, cwd=tmp_path, ok=False)
+    needles = ["Failed to import DB access module", "--storage URL needs its database driver"]
+    assert_one_line_error(result, "train", *needles, code=1)

@@ -681,6 +681,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = f" (pip install 'sb3-natgrad[{extra}]')" if extra else ""
         _error(name, f"missing Python module '{missing}'{hint}")
         return 1
+    except ImportError as exc:  # e.g. optuna without the driver of a --storage database URL
+        hint = " (the --storage URL needs its database driver, e.g. pip install mysqlclient)" if "--storage" in args else ""
+        _error(name, f"{one_line(exc)}{hint}")
+        return 1
     return 0
 
 
