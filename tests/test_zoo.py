@@ -612,3 +612,25 @@ def test_a_storage_without_its_database_driver_is_one_line(tmp_path) -> None:
     result = run(*args, cwd=tmp_path, ok=False)
     needles = ["Failed to import DB access module", "--storage URL needs its database driver"]
     assert_one_line_error(result, "train", *needles, code=1)
+
+
+def test_two_workers_can_start_together_on_a_new_sqlite_storage(tmp_path) -> None:
+    optuna = pytest.importorskip("optuna")
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    args = [*CLI, *_OPTIMIZE, "--n-trials", "1", "--storage", storage, "--study-name", "natgrad", "-uuid", "-f", "logs"]
+    workers = [
+        subprocess.Popen(
+            [*args, "--seed", str(seed)],
+            cwd=tmp_path,
+            env=_environ(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in (1, 2)
+    ]
+    for worker in workers:
+        stdout, stderr = worker.communicate(timeout=TIMEOUT)
+        assert worker.returncode == 0, stdout[-2000:] + stderr[-2000:]
+    study = optuna.load_study(study_name="natgrad", storage=storage)
+    assert len(study.trials) == 2

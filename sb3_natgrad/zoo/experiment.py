@@ -125,6 +125,32 @@ class NatgradExperimentManager(ExperimentManager):
                 f"continue with: sb3-natgrad train --algo {self.algo} --env {self.env_name.gym_id} -i {path}"
             )
 
+    def hyperparameters_optimization(self) -> None:
+        """
+        rl-zoo3's ``hyperparameters_optimization``, after creating a new SQLite storage (and the study) once, under a
+        file lock: workers that start together on a new ``sqlite:///`` file otherwise race to create its tables and
+        one of them dies of an ``IntegrityError``.
+        """
+        if isinstance(self.storage, str) and self.storage.startswith("sqlite:///"):
+            self._create_sqlite_study_once(self.storage)
+        super().hyperparameters_optimization()
+
+    def _create_sqlite_study_once(self, url: str) -> None:
+        import optuna
+
+        path = url[len("sqlite:///") :]
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(f"{path}.lock", "w") as lock:
+            try:
+                import fcntl
+
+                fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+            except ImportError:  # pragma: no cover - not POSIX: no lock, as before
+                pass
+            storage = optuna.storages.RDBStorage(url)
+            if self.study_name is not None:
+                optuna.create_study(storage=storage, study_name=self.study_name, load_if_exists=True, direction="maximize")
+
     def read_hyperparameters(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """
         rl-zoo3's ``read_hyperparameters`` after checking the file, followed by a check of the chosen entry.
