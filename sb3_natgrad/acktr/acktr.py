@@ -197,6 +197,7 @@ class ACKTR(NaturalGradientAlgorithm):
         adaptive_gauss_newton: bool = False,
         normalize_advantage: bool = False,
         max_consecutive_skips: int | None = 10,
+        # SB3's own arguments, spelled out (not **kwargs) so that the signature documents them, as SB3's A2C and PPO do
         use_sde: bool = False,
         sde_sample_freq: int = -1,
         rollout_buffer_class: type[RolloutBuffer] | None = None,

@@ -228,6 +228,7 @@ class KFRELAX(NaturalGradientAlgorithm):
         cv_momentum: float = 0.9,
         cv_stat_decay: float = 0.95,
         cv_inverse_interval: int = 5,
+        # SB3's own arguments, spelled out (not **kwargs) so that the signature documents them, as SB3's A2C and PPO do
         use_sde: bool = False,
         rollout_buffer_class: type[RolloutBuffer] | None = None,
         rollout_buffer_kwargs: dict[str, Any] | None = None,

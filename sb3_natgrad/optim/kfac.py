@@ -762,6 +762,7 @@ def check_kfac_arguments(
     owner: str = "KFAC",
     names: Mapping[str, str] | None = None,
     *,
+    # KFAC's keyword arguments with KFAC's defaults (so that an owner passes only the ones it sets)
     lr: float = 0.25,
     momentum: float = 0.9,
     damping: float = 0.01,

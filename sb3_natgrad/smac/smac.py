@@ -241,6 +241,7 @@ class SMAC(NaturalGradientAlgorithm):
         normalize_advantage: bool = True,
         max_consecutive_skips: int | None = 10,
         max_grad_norm: float | None = None,
+        # SB3's own arguments, spelled out (not **kwargs) so that the signature documents them, as SB3's A2C and PPO do
         use_sde: bool = False,
         sde_sample_freq: int = -1,
         rollout_buffer_class: type[RolloutBuffer] | None = None,
