@@ -27,6 +27,8 @@ import numpy as np
 import yaml
 from provenance import provenance
 
+from sb3_natgrad.zoo.config import ZOO_KEYS
+
 THRESHOLDS = {
     "CartPole-v1": 475.0,
     "Acrobot-v1": -100.0,
@@ -43,18 +45,8 @@ ALGO_CLASSES = {
     "smac": "sb3_natgrad:SMAC",
     "kfrelax": "sb3_natgrad:KFRELAX",
 }
-ZOO_KEYS_NOT_FOR_CONSTRUCTOR = {
-    "n_envs",
-    "n_timesteps",
-    "policy",
-    "normalize",
-    "env_wrapper",
-    "frame_stack",
-    "callback",
-    "vec_env_wrapper",
-    "env_kwargs",
-    "monitor_kwargs",
-}
+#: rl-zoo3's own keys (not constructor arguments: sb3_natgrad.zoo.config.ZOO_KEYS) and the policy, passed apart
+ZOO_KEYS_NOT_FOR_CONSTRUCTOR = ZOO_KEYS | {"policy"}
 
 
 def load_class(algo: str) -> Any:
