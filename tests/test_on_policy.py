@@ -12,6 +12,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from kl_bound import LoggedKL
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
@@ -130,23 +131,23 @@ def test_the_skip_counter_is_saved(algo: type, tmp_path) -> None:
     assert algo.load(tmp_path / "m.zip", device="cpu").skipped_updates == 3
 
 
-class NanRewardAt(gym.Wrapper):
-    """Returns a NaN reward at one step of its life, and normal rewards otherwise."""
+class BadRewardAt(gym.Wrapper):
+    """Returns ``value`` as the reward of one step."""
 
-    def __init__(self, env: gym.Env, at: int) -> None:
+    def __init__(self, env: gym.Env, at: int, value: float) -> None:
         super().__init__(env)
-        self.at, self.count = at, 0
+        self.at, self.value, self.count = at, value, 0
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
         self.count += 1
-        return obs, (float("nan") if self.count == self.at else reward), terminated, truncated, info
+        return obs, (self.value if self.count == self.at else reward), terminated, truncated, info
 
 
 @pytest.mark.parametrize("algo", ALGOS, ids=lambda a: a.__name__)
 def test_a_stalled_training_stops_with_an_error_naming_the_non_finite_statistic(algo: type) -> None:
     # One NaN reward poisons VecNormalize's running return variance for good: every later update is skipped.
-    env = VecNormalize(DummyVecEnv([lambda: NanRewardAt(gym.make("CartPole-v1"), at=20)]), norm_reward=True)
+    env = VecNormalize(DummyVecEnv([lambda: BadRewardAt(gym.make("CartPole-v1"), 20, float("nan"))]), norm_reward=True)
     model = algo("MlpPolicy", env, seed=0, device="cpu", max_consecutive_skips=4, **SMALL[algo])
     with pytest.raises(RuntimeError, match=r"4 updates in a row .* VecNormalize's ret_rms\.var") as error:
         with warnings.catch_warnings():
@@ -287,21 +288,6 @@ def test_the_overshooting_last_rollout_has_learning_rate_zero_not_negative(algo:
     assert LinearDecay(2.0)(-0.5) == 0.0 and LinearDecay(2.0)(0.25) == 0.5
 
 
-class LoggedKL(BaseCallback):
-    """``train/kl`` of every update, read before the next rollout."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.kls: list[float] = []
-
-    def _on_step(self) -> bool:
-        return True
-
-    def _on_rollout_start(self) -> None:
-        if "train/kl" in self.model.logger.name_to_value:
-            self.kls.append(float(self.model.logger.name_to_value["train/kl"]))
-
-
 def test_acktr_max_kl_bounds_the_exact_kl_that_kfac_clip_does_not() -> None:
     # The stress setting of benchmarks/results/smac/trust_region.md: one env, 64 steps, a narrow initial Gaussian.
     kls = {}
@@ -345,19 +331,6 @@ def test_resuming_from_a_saved_model_is_bit_identical_to_the_uninterrupted_run(a
     assert resumed.num_timesteps == model.num_timesteps == total
     for (name, expected), actual in zip(model.policy.named_parameters(), resumed.policy.parameters()):
         assert th.equal(expected, actual), name
-
-
-class BadRewardAt(gym.Wrapper):
-    """Returns ``value`` as the reward of one step."""
-
-    def __init__(self, env: gym.Env, at: int, value: float) -> None:
-        super().__init__(env)
-        self.at, self.value, self.count = at, value, 0
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        self.count += 1
-        return obs, (self.value if self.count == self.at else reward), terminated, truncated, info
 
 
 @pytest.mark.parametrize("algo", ALGOS, ids=lambda a: a.__name__)

@@ -24,6 +24,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from kl_bound import LoggedKL
 from smac_reference import actor_param_names, dense_reference_step
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback, StopTrainingOnRewardThreshold
 from stable_baselines3.common.env_util import make_vec_env
@@ -557,24 +558,6 @@ def test_pendulum_improves() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- the line search
-
-
-class LoggedKL(BaseCallback):
-    """Collects ``train/kl`` (and the line-search fraction) of every update."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.kls: list[float] = []
-        self.fractions: list[float] = []
-
-    def _on_step(self) -> bool:
-        return True
-
-    def _on_rollout_start(self) -> None:
-        logged = self.model.logger.name_to_value
-        if "train/kl" in logged:
-            self.kls.append(float(logged["train/kl"]))
-            self.fractions.append(float(logged["train/line_search_fraction"]))
 
 
 @pytest.mark.parametrize("env_id", ["Pendulum-v1", "CartPole-v1"])
