@@ -162,6 +162,46 @@ def test_manifest_lists_every_file_and_versions(packaged: str) -> None:
     assert manifest["seed"] == 0 and manifest["num_timesteps"] >= 500
 
 
+def test_policy_only_package_acts_identically_and_is_smaller(packaged: str, tmp_path) -> None:
+    # --policy-only resets the optimizer states (K-FAC's factors, eigenbases, momentum) and drops the last rollout
+    # observations; the policy and every other entry are the trained model's, so the evaluation is the same.
+    import torch
+
+    from sb3_natgrad import ACKTR
+
+    out = tmp_path / "policy-only"
+    run(*PACKAGE, "-o", str(out), "--policy-only", "--no-video", cwd=packaged)
+    full, slim = os.path.join(packaged, NAME, f"{NAME}.zip"), str(out / f"{NAME}.zip")
+    assert os.path.getsize(slim) < 0.5 * os.path.getsize(full)
+    with zipfile.ZipFile(full) as a, zipfile.ZipFile(slim) as b:
+        assert a.namelist() == b.namelist()
+        assert a.read("policy.pth") == b.read("policy.pth")
+        full_data, slim_data = json.loads(a.read("data")), json.loads(b.read("data"))
+    assert "_last_obs" in full_data and "_last_obs" not in slim_data
+    assert {key: value for key, value in full_data.items() if not key.startswith("_last_")} == slim_data
+    for name in ("results.json",):
+        with open(os.path.join(packaged, NAME, name)) as a, open(out / name) as b:
+            left, right = json.load(a), json.load(b)
+        assert left["episode_rewards"] == right["episode_rewards"] and left["episode_lengths"] == right["episode_lengths"]
+    manifest = verify(str(out))
+    assert manifest["policy_only"] == ["policy.optimizer"]
+    assert "--policy-only" in manifest["package_command"]
+    assert "holds the policy only" in (out / "README.md").read_text()
+
+    model = ACKTR.load(slim, device="cpu")
+    assert model.policy.optimizer.steps == 0 and not model.policy.optimizer.state
+    trained = ACKTR.load(full, device="cpu")
+    for p, q in zip(model.policy.parameters(), trained.policy.parameters()):
+        assert torch.equal(p, q)
+    # Training continues (a fresh env reset, the curvature afresh) with finite parameters.
+    from stable_baselines3.common.env_util import make_vec_env
+
+    model.set_env(make_vec_env(ENV, n_envs=16, seed=0))
+    model.learn(640, reset_num_timesteps=False)
+    assert model.policy.optimizer.steps > 0
+    assert all(torch.isfinite(p).all() for p in model.policy.parameters())
+
+
 def test_output_is_not_overwritten_without_force(packaged: str, tmp_path) -> None:
     out = os.path.join(packaged, NAME)
     before = _digests(out)

@@ -582,6 +582,38 @@ def test_state_dict_round_trip_takes_identical_next_step(method):
         assert torch.equal(p, q)
 
 
+def test_reset_equals_a_new_optimizer_on_the_same_weights():
+    # reset() forgets factors, decompositions, momentum and the step count (warm-up again): from then on the optimizer
+    # takes exactly the steps of a new KFAC built on the current weights, and its state_dict is a new one's.
+    model = tiny_cnn()
+    settings = dict(lr=0.2, momentum=0.9, inverse_interval=2, warmup_steps=2, async_inverse=False)
+    opt = KFAC(model, **settings)
+    gen = torch.Generator().manual_seed(0)
+    batches = [torch.randn(5, 2, 8, 8, dtype=torch.float64, generator=gen) for _ in range(8)]
+
+    def train_step(m: nn.Module, o: KFAC, x: torch.Tensor) -> None:
+        logits = record_batch(o, m, x, seed=11)
+        o.zero_grad()
+        (logits.logsumexp(-1) - logits[:, 0]).mean().backward()
+        o.step()
+
+    for x in batches[:5]:
+        train_step(model, opt, x)
+    assert opt.steps == 5 and opt.state
+    opt.reset()
+    fresh_model = copy.deepcopy(model)
+    fresh_opt = KFAC(fresh_model, **settings)
+    assert opt.steps == 0 and opt.in_warmup and not opt.state
+    assert opt.state_dict()["kfac"] == fresh_opt.state_dict()["kfac"]
+    assert opt.state_dict()["state"] == fresh_opt.state_dict()["state"] == {}
+    for x in batches[5:]:
+        train_step(model, opt, x)
+        train_step(fresh_model, fresh_opt, x)
+    assert opt.steps == 3
+    for p, q in zip(model.parameters(), fresh_model.parameters()):
+        assert torch.equal(p, q)
+
+
 def test_records_are_released_every_step():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 2))

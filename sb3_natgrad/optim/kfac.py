@@ -389,6 +389,22 @@ class KFAC(Optimizer):
         """Drop this step's recorded forward passes without using them (e.g. when the caller skips the update)."""
         self._release_records()
 
+    def reset(self) -> None:
+        """
+        Forget all curvature and history: factors, decompositions, momentum buffers, the step count (the next
+        ``warmup_steps`` steps are warm-up steps again) and the fault counters. The hyperparameters, the hooks and
+        ``param_groups`` (including a rewritten ``lr``) stay. Its :meth:`state_dict` is then as small as a new one's,
+        which is what a policy-only agent package stores.
+        """
+        if self._inverse_future is not None:
+            self._inverse_future.result()
+            self._inverse_future = None
+        self.state.clear()
+        self._step = 0
+        self.counters = dict.fromkeys(self.counters, 0)
+        self.last_step_info = {}
+        self._clear_step_buffers()
+
     def _release_records(self) -> None:
         for layer in self.layers:
             layer.records = []

@@ -531,6 +531,11 @@ def package(argv: list[str]) -> None:
     )
     policy.add_argument("--stochastic", dest="deterministic", action="store_false", default=None, help="stochastic actions")
     parser.add_argument("--no-video", action="store_true", help="do not write replay.mp4")
+    parser.add_argument(
+        "--policy-only",
+        action="store_true",
+        help="reset the optimizer states (K-FAC's curvature) in the packaged model file: same agent, a fraction of the size",
+    )
     parser.add_argument("--video-length", type=int, default=1000, help="steps of replay.mp4 (default: 1000)")
     parser.add_argument("--device", default="auto", help="PyTorch device (default: auto)")
     parser.add_argument("--num-threads", type=int, default=-1, help="PyTorch threads (default: -1, PyTorch's choice)")
@@ -559,6 +564,7 @@ def package(argv: list[str]) -> None:
         video_length=args.video_length,
         force=args.force,
         device=args.device,
+        policy_only=args.policy_only,
     )
 
 

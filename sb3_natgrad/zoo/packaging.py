@@ -49,6 +49,53 @@ DEFAULT_VIDEO_LENGTH = 1000
 _INFERENCE_OBJECTS: dict[str, Any] = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0}
 
 
+#: Data entries of a model file that only continue its rollout (the last observations of the training envs);
+#: a policy-only package drops them, and ``learn()`` then starts from a fresh ``env.reset()`` as for a new model.
+_ROLLOUT_DATA = ("_last_obs", "_last_original_obs", "_last_episode_starts")
+
+
+def _write_policy_only(model: BaseAlgorithm, source: str, target: str) -> list[str]:
+    """
+    Copy the model file ``source`` to ``target`` with every optimizer state replaced by a new optimizer's (K-FAC's
+    factors, decompositions and momentum; Adam's moments) and without the last rollout observations.
+
+    The policy, the hyperparameters, the schedules and every other entry are copied byte for byte, so the agent acts
+    exactly as before and still loads with ``<Algorithm>.load``; continued training starts its curvature (and the
+    K-FAC warm-up) afresh. For ACKTR on Atari this drops about 85% of the file (20 MB of K-FAC state).
+
+    :param model: ``source`` loaded (its optimizers are reset in place)
+    :param source: the trained model file
+    :param target: the file to write
+    :return: the names of the optimizer states that were reset
+    """
+    import operator
+
+    import torch
+
+    reset = {}
+    for name in model._get_torch_save_params()[0]:
+        optimizer = operator.attrgetter(name)(model)
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            continue
+        if hasattr(optimizer, "reset"):
+            optimizer.reset()
+        else:
+            optimizer.state.clear()
+        buffer = io.BytesIO()
+        torch.save(optimizer.state_dict(), buffer)
+        reset[f"{name}.pth"] = buffer.getvalue()
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as stripped:
+        for item in original.infolist():
+            content = original.read(item)
+            if item.filename == "data":
+                data = {key: value for key, value in json.loads(content).items() if key not in _ROLLOUT_DATA}
+                content = json.dumps(data, indent=4).encode()
+            elif item.filename in reset:
+                content = reset[item.filename]
+            stripped.writestr(item, content)
+    return sorted(name[: -len(".pth")] for name in reset)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Small helpers
 
@@ -409,6 +456,15 @@ def _model_card(info: Mapping[str, Any], config: Mapping[str, Any], env_kwargs: 
         "```",
         "",
         f"Trained for {info['num_timesteps']} steps with seed {info.get('seed')}.",
+    ]
+    if "policy_only" in info:
+        lines += [
+            "",
+            f"The model file holds the policy only: the optimizer states ({', '.join(info['policy_only']) or 'none'}) "
+            "were reset when it was packaged (`--policy-only`), so it acts exactly as the trained agent, and training "
+            "it further starts the curvature estimates afresh.",
+        ]
+    lines += [
         "",
         "## Hyperparameters",
         "",
@@ -504,6 +560,7 @@ def package(
     force: bool = False,
     device: str = "auto",
     verbose: int = 1,
+    policy_only: bool = False,
 ) -> str:
     """
     Package an rl-zoo3 run into the Hugging Face repository layout of rl-zoo3, without network.
@@ -525,6 +582,9 @@ def package(
     :param force: replace a non-empty ``out``
     :param device: PyTorch device for the evaluation
     :param verbose: 0: silent, 1: progress, 2: also rl-zoo3's messages
+    :param policy_only: ship the policy without the optimizer states (K-FAC's curvature) and the last rollout
+        observations: the agent acts identically and much smaller (ACKTR on Atari: 25 MB -> 4 MB); continued training
+        restarts the curvature. Recorded in the manifest and the model card
     :return: ``out``
     """
     from rl_zoo3.utils import get_model_path
@@ -563,7 +623,8 @@ def package(
     _say(verbose, f"Packaging {model_path} into {out}")
     with _building(out) as build:
         stem = model_name(algo, env_id)
-        shutil.copyfile(model_path, os.path.join(build, f"{stem}.zip"))
+        if not policy_only:
+            shutil.copyfile(model_path, os.path.join(build, f"{stem}.zip"))
         shutil.copyfile(os.path.join(stats_dir, "config.yml"), os.path.join(build, "config.yml"))
         shutil.copyfile(os.path.join(stats_dir, "args.yml"), os.path.join(build, "args.yml"))
         with open(os.path.join(build, "env_kwargs.yml"), "w") as file:
@@ -578,6 +639,10 @@ def package(
         except (OSError, ValueError, RuntimeError, KeyError, zipfile.BadZipFile) as exc:
             env.close()
             raise HubError(f"cannot load {model_path} as a {algo} model: {one_line(exc)}") from None
+        reset_states: list[str] = []
+        if policy_only:
+            reset_states = _write_policy_only(model, model_path, os.path.join(build, f"{stem}.zip"))
+            _say(verbose, f"Policy only: reset {', '.join(reset_states) or 'no optimizer state'}")
         seeds = [eval_seed + index for index in range(n_eval_episodes)]
         _say(
             verbose, f"Evaluating on {n_eval_episodes} episodes (seeds {seeds[0]}-{seeds[-1]}, deterministic={deterministic})"
@@ -615,6 +680,7 @@ def package(
         command += ["--load-checkpoint", str(load_checkpoint)] if load_checkpoint is not None else []
         command += ["--n-eval-episodes", str(n_eval_episodes), "--eval-seed", str(eval_seed)]
         command += [] if deterministic else ["--stochastic"]
+        command += ["--policy-only"] if policy_only else []
         info = {
             "algo": algo,
             "env_id": env_id,
@@ -626,6 +692,8 @@ def package(
             "package_command": shlex.join(command),
             "results": results,
         }
+        if policy_only:
+            info["policy_only"] = reset_states
         with open(os.path.join(build, "README.md"), "w") as file:
             file.write(_model_card(info, config, env_kwargs))
         manifest_info = {key: value for key, value in info.items() if key != "results"}
