@@ -595,7 +595,39 @@ def test_ctrl_c_saves_the_model_and_says_how_to_continue(tmp_path) -> None:
     saved = "logs/acktr/CartPole-v1_1/CartPole-v1.zip"
     result = SimpleNamespace(returncode=process.returncode, stdout=stdout, stderr=stderr)
     assert_one_line_error(result, "train", "interrupted at", f"the model was saved to {saved}", f"-i {saved}", code=130)
-    assert ACKTR.load(tmp_path / saved, device="cpu").num_timesteps > 0
+    done = ACKTR.load(tmp_path / saved, device="cpu").num_timesteps
+    assert done > 0
+    assert f" -n {10_000_000 - done}" in stderr  # the steps still to go: the schedules end where they were planned to
+
+
+def test_ctrl_c_never_stops_inside_an_update() -> None:
+    # SIGINT arriving while train() runs lets that update finish (every layer moved, K-FAC's step counted) and ends
+    # learn() at the next env step; a second SIGINT interrupts at once.
+    import gymnasium as gym
+
+    from sb3_natgrad.zoo.experiment import StopOnInterrupt
+
+    model = ACKTR("MlpPolicy", gym.make("CartPole-v1"), n_steps=8, seed=0, device="cpu")
+    original = model.train
+    calls = []
+
+    def train() -> None:
+        calls.append(model.num_timesteps)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # delivered at once, inside this update
+        original()
+
+    model.train = train  # type: ignore[method-assign]
+    stop = StopOnInterrupt()
+    with stop.installed():
+        model.learn(10_000, callback=stop)
+    assert stop.interrupted and len(calls) == 2
+    assert model.policy.optimizer.steps == 2 and model._n_updates == 2
+    assert model.num_timesteps == 2 * 8 + 1  # one env step of the third rollout, which is not trained on
+    with stop.installed(), pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_a_failed_train_leaves_no_empty_run_folder_for_enjoy(tmp_path) -> None:

@@ -8,12 +8,14 @@ layout) is rl-zoo3's.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import inspect
 import os
 import shutil
 import signal
 from collections import OrderedDict
+from collections.abc import Iterator
 from typing import Any
 
 import gymnasium as gym
@@ -21,6 +23,7 @@ from rl_zoo3.exp_manager import ExperimentManager
 from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER
 from rl_zoo3.utils import ALGOS
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
 
 from sb3_natgrad.common.minatar import ensure_registered
 from sb3_natgrad.common.on_policy import NaturalGradientAlgorithm
@@ -53,6 +56,40 @@ class TrainingInterrupted(ZooError):
     exit_code = 130
 
 
+class StopOnInterrupt(BaseCallback):
+    """
+    Ctrl-C (SIGINT) ends training at the next env step instead of wherever Python happens to be: never in the middle of
+    an update (a K-FAC step that has moved some layers and not others), a decomposition or a save. SB3 then leaves the
+    unfinished rollout untrained, so the saved model holds the weights and optimizer state of the last whole update.
+    A second Ctrl-C interrupts at once (``KeyboardInterrupt``), for a run that does not reach its next env step.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.interrupted = False
+
+    def _on_step(self) -> bool:
+        return not self.interrupted
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.interrupted:
+            raise KeyboardInterrupt
+        self.interrupted = True
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """Handle SIGINT in this context (in the main thread only; elsewhere signals are left alone)."""
+        try:
+            previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread
+            previous = None
+        try:
+            yield
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+
+
 class NatgradExperimentManager(ExperimentManager):
     """
     ``rl_zoo3.exp_manager.ExperimentManager`` with three changes:
@@ -65,9 +102,9 @@ class NatgradExperimentManager(ExperimentManager):
     - ``--trial-id 0`` loads trial 0 (rl-zoo3 2.9 tests ``if trial_id:`` and silently ignores it);
     - ``-i`` (continue training) continues ``num_timesteps`` for the sb3_natgrad algorithms: with ``-n`` the steps
       still to go, the learning-rate schedules continue where the saved run stopped;
-    - Ctrl-C (SIGINT) during training still saves the model, as in rl-zoo3, and then ends with
-      :class:`TrainingInterrupted` (exit code 130) saying where the model is and how to continue, instead of exit
-      code 0 and no word.
+    - Ctrl-C (SIGINT) during training ends it at the next env step (:class:`StopOnInterrupt`, never inside an
+      update), saves the model as rl-zoo3 does, and then ends with :class:`TrainingInterrupted` (exit code 130) saying
+      where the model is and how to continue, instead of exit code 0 and no word.
 
     Same constructor arguments as ``ExperimentManager``.
     """
@@ -85,31 +122,29 @@ class NatgradExperimentManager(ExperimentManager):
 
     #: ``num_timesteps`` when SIGINT interrupted ``learn`` (``None``: not interrupted)
     interrupted_at: int | None = None
+    #: ``num_timesteps`` when ``learn`` started (a continued sb3_natgrad run starts at its saved count)
+    started_at: int = 0
 
     def learn(self, model: BaseAlgorithm) -> None:
         """
-        rl-zoo3's ``learn`` (which ends training quietly on Ctrl-C), noting an interruption.
+        rl-zoo3's ``learn``, with Ctrl-C ending training at the next env step (see :class:`StopOnInterrupt`).
 
         :param model: the model to train
         """
-
-        def interrupted(signum: int, frame: Any) -> None:
-            self.interrupted_at = model.num_timesteps
-            raise KeyboardInterrupt
-
         if self.continue_training and isinstance(model, NaturalGradientAlgorithm):
             # rl-zoo3 restarts num_timesteps at 0 with -i: continue the count (and with it the schedules' progress,
             # checkpoint names and logs); popped by the model's learn() before anything is saved
             model._continue_timesteps_once = True  # type: ignore[attr-defined]
+            self.started_at = model.num_timesteps
+        stop = StopOnInterrupt()
+        self.callbacks.append(stop)
         try:
-            previous = signal.signal(signal.SIGINT, interrupted)
-        except ValueError:  # not the main thread: leave signals alone
-            previous = None
-        try:
-            super().learn(model)
+            with stop.installed():
+                super().learn(model)
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            self.callbacks.remove(stop)
+            if stop.interrupted:
+                self.interrupted_at = model.num_timesteps
 
     def save_trained_model(self, model: BaseAlgorithm) -> None:
         """
@@ -120,9 +155,11 @@ class NatgradExperimentManager(ExperimentManager):
         super().save_trained_model(model)
         if self.interrupted_at is not None:
             path = os.path.join(self.save_path, f"{self.env_name}.zip")
+            remaining = self.n_timesteps - (self.interrupted_at - self.started_at)
             raise TrainingInterrupted(
-                f"interrupted at {self.interrupted_at} of {self.n_timesteps} steps; the model was saved to {path}; "
-                f"continue with: sb3-natgrad train --algo {self.algo} --env {self.env_name.gym_id} -i {path}"
+                f"interrupted at {self.interrupted_at} steps ({self.interrupted_at - self.started_at} of this run's "
+                f"{self.n_timesteps}); the model was saved to {path}; continue with: sb3-natgrad train --algo {self.algo} "
+                f"--env {self.env_name.gym_id} -i {path} -n {max(remaining, 1)}"
             )
 
     def hyperparameters_optimization(self) -> None:
