@@ -7,6 +7,7 @@ Budget: a few hundred environment steps per call (the runs check plumbing, not l
 from __future__ import annotations
 
 import glob
+import io
 import json
 import os
 import pickle
@@ -16,7 +17,9 @@ import subprocess
 import sys
 import textwrap
 import time
+import zipfile
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -359,6 +362,33 @@ _TYPO_YAML = "CartPole-v1:\n  n_timesteps: !!float 1e5\n  policy: 'MlpPolicy'\n 
 _STRING_NUMBER_YAML = "CartPole-v1:\n  n_timesteps: 1e5\n  policy: 'MlpPolicy'\n"
 
 
+def _zip_bytes(entries: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for name, content in entries.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+#: Stand-ins for broken model files: the checks read only the zip structure and the ``data`` entry.
+_ACKTR_DATA = json.dumps({"kfac_clip": 0.001, "vf_fisher_coef": 1.0}).encode()
+_GOOD_ZIP = _zip_bytes({"data": _ACKTR_DATA, "policy.pth": b"weights" * 20})
+_FLIPPED_ZIP = _GOOD_ZIP.replace(b"weights" * 20, b"weighTs" + b"weights" * 19)  # the CRC no longer matches
+_A2C_ZIP = _zip_bytes({"data": json.dumps({"n_steps": 5}).encode(), "policy.pth": b"weights"})
+_NOT_A_MODEL_ZIP = _zip_bytes({"notes.txt": b"hello"})
+
+
+def _run_model(folder: str) -> str:
+    """Where ``enjoy --env CartPole-v1 -f <folder>`` finds the final ACKTR model."""
+    return f"{folder}/acktr/{ENV}_1/{ENV}.zip"
+
+
+def _enjoy_case(case: str, content: bytes, needles: list[str]) -> Any:
+    return pytest.param(
+        ["enjoy", "--env", ENV, "-f", case, "--no-render"], {_run_model(case): content}, needles, id=f"enjoy-{case}"
+    )
+
+
 BAD_INPUTS = [
     pytest.param(["train", "--algo", "acktrr"], {}, ["unknown --algo 'acktrr'", "did you mean 'acktr'"], id="algo"),
     pytest.param(["train", "--env", "CartPol-v1"], {}, ["unknown environment id 'CartPol-v1'"], id="env"),
@@ -406,6 +436,22 @@ BAD_INPUTS = [
     ),
     pytest.param(["record-video", "--env", ENV, "-f", "nowhere"], {}, ["no trained acktr model"], id="record-video"),
     pytest.param(["plot_trains"], {}, ["unknown command 'plot_trains'"], id="command"),
+    # Broken or foreign model files: one line naming the file, before rl-zoo3 builds anything (it used to end in
+    # SB3's or torch's traceback).
+    _enjoy_case("text", b"this is not a model", [_run_model("text"), "not a model file saved by train"]),
+    _enjoy_case("empty", b"", [_run_model("empty"), "not a model file saved by train"]),
+    _enjoy_case("truncated", _GOOD_ZIP[: len(_GOOD_ZIP) // 2], [_run_model("truncated"), "not a model file"]),
+    _enjoy_case("flipped", _FLIPPED_ZIP, [_run_model("flipped"), "corrupted file", "policy.pth"]),
+    _enjoy_case("foreign", _A2C_ZIP, [_run_model("foreign"), "is not a ACKTR model", "'kfac_clip'"]),
+    _enjoy_case("no-data", _NOT_A_MODEL_ZIP, [_run_model("no-data"), "no data or policy.pth inside"]),
+    pytest.param(
+        ["record-video", "--env", ENV, "-f", "video"],
+        {_run_model("video"): b""},
+        ["not a model file"],
+        id="record-video-empty",
+    ),
+    pytest.param(["train", "-n", "10", "-i", "text.zip"], {"text.zip": b"text"}, ["text.zip", "not a model"], id="i-text"),
+    pytest.param(["train", "-n", "10", "-i", "a2c.zip"], {"a2c.zip": _A2C_ZIP}, ["is not a ACKTR model"], id="i-foreign"),
 ]
 
 
@@ -414,8 +460,9 @@ def bad_input_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Sim
     """Every bad input of BAD_INPUTS, run in one process; by test id."""
     workdir = tmp_path_factory.mktemp("bad")
     for param in BAD_INPUTS:
-        for name, text in param.values[1].items():
-            (workdir / name).write_text(text)
+        for name, content in param.values[1].items():
+            (workdir / name).parent.mkdir(parents=True, exist_ok=True)
+            (workdir / name).write_bytes(content if isinstance(content, bytes) else content.encode())
     results, _ = run_in_one_process([list(param.values[0]) for param in BAD_INPUTS], cwd=workdir)
     return {param.id: result for param, result in zip(BAD_INPUTS, results)}
 

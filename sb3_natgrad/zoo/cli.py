@@ -202,7 +202,7 @@ def _check_model(known: argparse.Namespace, algo: str) -> None:
 
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            get_model_path(
+            _, model_path, _ = get_model_path(
                 known.exp_id,
                 known.folder,
                 algo,
@@ -214,6 +214,39 @@ def _check_model(known: argparse.Namespace, algo: str) -> None:
     except (AssertionError, ValueError) as exc:
         hint = " (pass the log folder of train with -f, e.g. -f logs/)" if known.folder == DEFAULT_FOLDER else ""
         raise ZooError(f"no trained {algo} model for {known.env} in {known.folder!r}: {one_line(exc)}{hint}") from None
+    _check_model_file(model_path, algo)
+
+
+def _check_model_file(path: str, algo: str) -> None:
+    """
+    Refuse, in one line naming the file, a model file that cannot be an ``algo`` agent: not a zip (truncated, empty,
+    text), an entry that fails its CRC (a flipped byte), no SB3 ``data`` / ``policy.pth`` inside, or a file another
+    algorithm saved; before rl-zoo3 builds anything (its own load would end in a traceback).
+    """
+    import zipfile
+
+    from rl_zoo3.utils import ALGOS
+
+    from sb3_natgrad.common.on_policy import NaturalGradientAlgorithm
+    from sb3_natgrad.common.save_util import check_saved_algorithm
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            corrupted = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise ZooError(f"{path}: not a model file saved by train ({one_line(exc)})") from None
+    if corrupted is not None:
+        raise ZooError(f"{path}: corrupted file ({corrupted} inside fails its checksum)")
+    missing = sorted({"data", "policy.pth"} - names)
+    if missing:
+        raise ZooError(f"{path}: not a model file saved by train (no {' or '.join(missing)} inside)")
+    algo_class = ALGOS.get(algo)
+    if isinstance(algo_class, type) and issubclass(algo_class, NaturalGradientAlgorithm):
+        try:
+            check_saved_algorithm(path, algo_class.__name__, algo_class.saved_markers)
+        except ValueError as exc:
+            raise ZooError(one_line(exc)) from None
 
 
 def _prepare(argv: list[str], options: list[tuple[tuple[str, ...], dict[str, Any]]]) -> tuple[list[str], Any]:
@@ -280,6 +313,7 @@ def train(argv: list[str]) -> None:
             raise ZooError(f"--trained-agent {known.trained_agent!r}: expected a .zip file saved by train")
         if not os.path.isfile(known.trained_agent):
             raise ZooError(f"--trained-agent {known.trained_agent!r}: file not found")
+        _check_model_file(known.trained_agent, known.algo)
     with _patched(rl_zoo3.train, "ExperimentManager", NatgradExperimentManager), _script_argv("train", argv):
         rl_zoo3.train.train()
 
