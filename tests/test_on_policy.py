@@ -263,6 +263,31 @@ def test_a_nan_observation_is_named_with_its_env_index(algo: type) -> None:
         model.learn(model.n_steps * 4)
 
 
+class CountingEnv(gym.Env):
+    """Observation ``Discrete(4)``: the step count, which leaves the space after 3 steps (a buggy env)."""
+
+    observation_space = gym.spaces.Discrete(4)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.count = 0
+        return 0, {}
+
+    def step(self, action):
+        self.count += 1
+        return self.count, 1.0, False, self.count >= 50, {}
+
+
+@pytest.mark.parametrize("algo", ALGOS, ids=lambda a: a.__name__)
+def test_a_discrete_observation_outside_its_space_is_named(algo: type) -> None:
+    # SB3 one-hot encodes Discrete observations; 4 used to fail inside torch ("Class values must be smaller than
+    # num_classes"), with no word about which env or value.
+    model = algo("MlpPolicy", DummyVecEnv([CountingEnv]), seed=0, device="cpu", **SMALL[algo])
+    with pytest.raises(ValueError, match=rf"{algo.__name__}: the observation of env 0 \(4 is not in Discrete\(4\)\)"):
+        model.learn(model.n_steps * 4)
+
+
 def test_smac_warns_when_the_critic_batch_is_larger_than_the_rollout() -> None:
     with pytest.warns(UserWarning, match="batch_size=250 is larger than the rollout"):
         SMAC("MlpPolicy", "CartPole-v1", n_steps=16)

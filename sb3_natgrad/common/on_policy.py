@@ -75,6 +75,31 @@ def _non_finite_observation(obs: Any) -> str | None:
     return None
 
 
+def _out_of_range_observation(obs: Any, space: spaces.Space) -> str | None:
+    """
+    ``"env 3 (5 is not in Discrete(4))"`` for the first observation of a Discrete / MultiDiscrete / MultiBinary space
+    (or such a key of a Dict space) outside it, which SB3's one-hot encoding rejects deep inside torch; else ``None``.
+    """
+    parts = [(key, obs[key], space[key]) for key in space.spaces] if isinstance(space, spaces.Dict) else [(None, obs, space)]
+    for key, value, subspace in parts:
+        if isinstance(subspace, spaces.Discrete):
+            low, high = subspace.start, subspace.start + subspace.n - 1
+        elif isinstance(subspace, spaces.MultiDiscrete):
+            low, high = subspace.start, subspace.start + subspace.nvec - 1
+        elif isinstance(subspace, spaces.MultiBinary):
+            low, high = 0, 1
+        else:
+            continue
+        array = np.asarray(value)
+        batch = array.reshape(array.shape[0], -1)
+        bad = ((batch < np.reshape(low, -1)) | (batch > np.reshape(high, -1))).any(axis=1)
+        if bad.any():
+            index = int(np.flatnonzero(bad)[0])
+            shown = array[index].tolist()
+            return f"env {index}" + ("" if key is None else f", key {key!r}") + f" ({shown} is not in {subspace})"
+    return None
+
+
 def _global_rng_states() -> dict[str, Any]:
     """The states of the random number generators training draws from: Python's, NumPy's, PyTorch's (and CUDA's)."""
     states: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": th.get_rng_state()}
@@ -212,17 +237,24 @@ class NaturalGradientAlgorithm(LogScheduleMixin, OnPolicyAlgorithm):
     def collect_rollouts(
         self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
     ) -> bool:
-        # A non-finite observation fails deep inside torch.distributions; say which observation it was.
+        # A non-finite observation fails deep inside torch.distributions, a discrete one outside its space inside
+        # torch's one_hot; say which observation it was.
         try:
             return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
-        except ValueError as error:
+        except (ValueError, RuntimeError, IndexError) as error:
             where = _non_finite_observation(self._last_obs)
-            if where is None:
-                raise
-            raise ValueError(
-                f"{type(self).__name__}: the observation of {where} is not finite, so the policy cannot act on it; "
-                "check the environment (stable_baselines3.common.vec_env.VecCheckNan finds the step that produced it)"
-            ) from error
+            if where is not None:
+                raise ValueError(
+                    f"{type(self).__name__}: the observation of {where} is not finite, so the policy cannot act on it; "
+                    "check the environment (stable_baselines3.common.vec_env.VecCheckNan finds the step that produced it)"
+                ) from error
+            where = _out_of_range_observation(self._last_obs, self.observation_space)
+            if where is not None:
+                raise ValueError(
+                    f"{type(self).__name__}: the observation of {where}, so the policy cannot encode it; check the "
+                    "environment's observation_space"
+                ) from error
+            raise
 
     def _whole_batch(self) -> tuple[RolloutBufferSamples, th.Tensor]:
         """The rollout as one batch, and its actions as the policy's distributions take them."""
