@@ -582,6 +582,44 @@ def test_state_dict_round_trip_takes_identical_next_step(method):
         assert torch.equal(p, q)
 
 
+class _WithLSTM(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(3, 4, batch_first=True)
+        self.norm = nn.LayerNorm(4)
+        self.head = nn.Linear(4, 2)
+        self.log_std = nn.Parameter(torch.zeros(2))  # the model's own parameter: first order by design, no warning
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(self.lstm(x)[0][:, -1]))
+
+
+def test_layers_left_to_first_order_are_named_in_a_warning():
+    with pytest.warns(UserWarning, match=r"first-order steps.*: lstm \(LSTM\), norm \(LayerNorm\); name them in skip_modules"):
+        opt = KFAC(_WithLSTM())
+    assert [layer.name for layer in opt.layers] == ["head"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        KFAC(_WithLSTM(), skip_modules=("lstm", "norm"))
+        KFAC(tiny_mlp())
+
+
+@pytest.mark.parametrize("stats_interval", [1, 2])
+def test_a_fisher_loss_that_is_not_a_scalar_is_refused_on_every_step(stats_interval):
+    # Also on steps without statistics, where it used to be accepted silently.
+    model = tiny_mlp()
+    opt = KFAC(model, stats_interval=stats_interval)
+    x = torch.randn(4, 5, dtype=torch.float64)
+    for _ in range(2):
+        logits = model(x)
+        with pytest.raises(ValueError, match=r"KFAC.record_fisher: fisher_loss must be a scalar tensor, got \(4,\)"):
+            opt.record_fisher(categorical_sampled_logp(logits, torch.Generator().manual_seed(0)))
+        opt.record_fisher(categorical_sampled_logp(logits, torch.Generator().manual_seed(0)).mean())
+        opt.zero_grad()
+        logits.sum().backward()
+        opt.step()
+
+
 def test_reset_equals_a_new_optimizer_on_the_same_weights():
     # reset() forgets factors, decompositions, momentum and the step count (warm-up again): from then on the optimizer
     # takes exactly the steps of a new KFAC built on the current weights, and its state_dict is a new one's.

@@ -141,8 +141,8 @@ class KFAC(Optimizer):
     :param async_inverse: recompute inverses in a background thread (the paper's asynchronous
         computation, Wu et al. 2017, §3.1). Steps then use the newest finished inverse, so results depend on
         timing; the first inverse is always computed synchronously
-    :param skip_modules: names (as in ``model.named_modules()``) of Linear/Conv2d layers to leave to the
-        first-order step
+    :param skip_modules: names (as in ``model.named_modules()``) of layers to leave to the first-order step. Layers of
+        other types (LSTM, LayerNorm, ...) always are, with a warning unless they are named here
     :param conv_factors: how convolutions share their weight across output positions in the factors:
         ``"expand"`` (KFC, Grosse & Martens 2016; positions act as samples) or ``"reduce"`` (Eschenhagen et al.
         2023: per sample, the mean input patch and the summed output gradient; ``N`` rows instead of ``N * Oh * Ow``,
@@ -243,6 +243,22 @@ class KFAC(Optimizer):
             )
         covered = {id(p) for layer in self.layers for p in (layer.weight, layer.bias) if p is not None}
         self.uncovered_params = [p for p in params if id(p) not in covered]
+        # Parameters of the model itself (a Gaussian log_std) are first order by design; a layer of another type
+        # (LSTM, LayerNorm, Embedding, a grouped convolution) silently getting plain gradient steps is a surprise.
+        first_order_layers = [
+            f"{name} ({type(module).__name__})"
+            for name, module in model.named_modules()
+            if name
+            and name not in skip_modules
+            and any(id(p) not in covered and p.requires_grad for p in module.parameters(recurse=False))
+        ]
+        if first_order_layers:
+            warnings.warn(
+                f"KFAC: these layers get plain first-order steps, K-FAC covers only nn.Linear and nn.Conv2d (groups=1, "
+                f"zero padding): {', '.join(first_order_layers)}; name them in skip_modules to silence this warning",
+                UserWarning,
+                stacklevel=2,
+            )
 
         self._step = 0
         self._recording_paused = False
@@ -369,11 +385,12 @@ class KFAC(Optimizer):
         :param fisher_loss: scalar, e.g. the batch mean of ``log pi(a~|s)`` with ``a~`` sampled from the policy
         :param batch_averaged: the loss is a mean over the batch (``True``) or a sum (``False``)
         """
+        if not isinstance(fisher_loss, torch.Tensor) or fisher_loss.dim() != 0:
+            shape = tuple(fisher_loss.shape) if isinstance(fisher_loss, torch.Tensor) else type(fisher_loss).__name__
+            raise ValueError(f"KFAC.record_fisher: fisher_loss must be a scalar tensor, got {shape}")
         if not self.stats_due:
             self._release_records()
             return
-        if fisher_loss.dim() != 0:
-            raise ValueError(f"fisher_loss must be a scalar, got shape {tuple(fisher_loss.shape)}")
         live = list(self._live_records())
         if not live:
             self._release_records()
