@@ -450,6 +450,13 @@ BAD_INPUTS = [
         ["not a model file"],
         id="record-video-empty",
     ),
+    pytest.param(["train", "-n", "10", "--trial-id", "0"], {}, ["--trial-id 0 needs --storage and --study-name"], id="trial"),
+    pytest.param(
+        ["train", "-n", "10", "--trial-id", "-1", "--storage", "s.log", "--study-name", "x"],
+        {},
+        ["--trial-id -1: expected a trial number >= 0"],
+        id="trial-negative",
+    ),
     pytest.param(["train", "-n", "10", "-i", "text.zip"], {"text.zip": b"text"}, ["text.zip", "not a model"], id="i-text"),
     pytest.param(["train", "-n", "10", "-i", "a2c.zip"], {"a2c.zip": _A2C_ZIP}, ["is not a ACKTR model"], id="i-foreign"),
 ]

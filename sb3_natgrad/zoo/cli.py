@@ -143,6 +143,9 @@ _TRAIN_OPTIONS = [
     (("-i", "--trained-agent"), dict(default="")),
     (("-n", "--n-timesteps"), dict(type=int, default=-1)),  # rl-zoo3's default -1: the entry's n_timesteps
     (("-params", "--hyperparams"), dict(nargs="+", default=None)),
+    (("--trial-id",), dict(type=int, default=None)),
+    (("--storage",), dict(default=None)),
+    (("--study-name",), dict(default=None)),
 ]
 _LOAD_OPTIONS = [
     *_ALGO_ENV_OPTIONS,
@@ -308,6 +311,12 @@ def train(argv: list[str]) -> None:
         )
     if known is not None and known.hyperparams:
         _check_hyperparams_flag(known.hyperparams)
+    if known is not None and known.trial_id is not None:
+        # rl-zoo3 ignores --trial-id without a study to read it from, and reads study.trials[-1] for -1
+        if known.trial_id < 0:
+            raise ZooError(f"--trial-id {known.trial_id}: expected a trial number >= 0")
+        if not (known.storage and known.study_name):
+            raise ZooError(f"--trial-id {known.trial_id} needs --storage and --study-name: the study that holds the trial")
     if known is not None and known.trained_agent:
         if not known.trained_agent.endswith(".zip"):
             raise ZooError(f"--trained-agent {known.trained_agent!r}: expected a .zip file saved by train")
