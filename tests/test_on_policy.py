@@ -191,6 +191,21 @@ def test_save_appends_zip_like_sb3_and_leaves_no_temporary_file(algo: type, tmp_
     assert type(algo.load(buffer, device="cpu")) is algo
 
 
+def test_saving_into_an_unwritable_folder_names_the_model_file(tmp_path, monkeypatch) -> None:
+    # (Tests run as root here, so a chmod-ed folder would still be writable: the refusal is simulated.)
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / ".agent.zip.x.partial.zip"))
+
+    model = make(ACKTR)
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(PermissionError, match=r"Permission denied: cannot write a model file in .*: '.*agent\.zip'") as info:
+        model.save(tmp_path / "agent")
+    assert "partial" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
 KILLED_SAVE = """
 import sys, time
 import torch

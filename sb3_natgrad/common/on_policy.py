@@ -437,7 +437,10 @@ class NaturalGradientAlgorithm(LogScheduleMixin, OnPolicyAlgorithm):
             super().save(path, exclude=exclude, include=include)
             return
         target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial.zip")
+        try:
+            handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial.zip")
+        except OSError as exc:  # e.g. a read-only folder: name the model file, not the temporary one
+            raise type(exc)(exc.errno, f"{exc.strerror}: cannot write a model file in {target.parent}", str(target)) from None
         os.close(handle)
         try:
             super().save(pathlib.Path(temporary), exclude=exclude, include=include)
