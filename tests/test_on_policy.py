@@ -191,6 +191,23 @@ def test_save_appends_zip_like_sb3_and_leaves_no_temporary_file(algo: type, tmp_
     assert type(algo.load(buffer, device="cpu")) is algo
 
 
+@pytest.mark.parametrize("algo", ALGOS, ids=lambda a: a.__name__)
+def test_a_damaged_model_file_is_refused_with_its_name(algo: type, tmp_path) -> None:
+    # One flipped byte in the compressed policy weights: torch failed deep inside its unpickler (or loaded garbage).
+    import zipfile
+
+    model = make(algo)
+    model.save(tmp_path / "agent")
+    raw = bytearray((tmp_path / "agent.zip").read_bytes())
+    with zipfile.ZipFile(tmp_path / "agent.zip") as archive:
+        info = archive.getinfo("policy.pth")
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    raw[start + info.compress_size // 2] ^= 0xFF
+    (tmp_path / "damaged.zip").write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"damaged\.zip is damaged: its entry 'policy\.pth' does not match its checksum"):
+        algo.load(tmp_path / "damaged.zip", device="cpu")
+
+
 def test_saving_into_an_unwritable_folder_names_the_model_file(tmp_path, monkeypatch) -> None:
     # (Tests run as root here, so a chmod-ed folder would still be writable: the refusal is simulated.)
     import tempfile

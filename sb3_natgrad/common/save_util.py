@@ -6,9 +6,22 @@ import io
 import json
 import pathlib
 import zipfile
+import zlib
 from collections.abc import Iterable
 
 from stable_baselines3.common.save_util import open_path
+
+
+def damaged_entry(archive: zipfile.ZipFile) -> str | None:
+    """The first entry of the archive whose content fails to decompress or to match its CRC, else ``None``."""
+    for info in archive.infolist():
+        try:
+            with archive.open(info) as entry:
+                while entry.read(1 << 20):
+                    pass
+        except (zipfile.BadZipFile, zlib.error, EOFError):
+            return info.filename
+    return None
 
 
 def check_saved_algorithm(path: str | pathlib.Path | io.BufferedIOBase, algo_name: str, marker_keys: Iterable[str]) -> None:
@@ -17,12 +30,13 @@ def check_saved_algorithm(path: str | pathlib.Path | io.BufferedIOBase, algo_nam
 
     Stable-Baselines3 zips store the algorithm's attributes as JSON under ``data``; an ACKTR / KFRELAX / SMAC
     file has hyperparameters no other algorithm has. Only that small JSON entry is read. Files that are not
-    valid SB3 zips are left to Stable-Baselines3's own loader, which names the file in its error.
+    valid SB3 zips are left to Stable-Baselines3's own loader, which names the file in its error; a zip with an entry
+    that fails its checksum (a flipped byte) is refused here, where torch would fail deep inside its unpickler.
 
     :param path: the path (``.zip`` may be omitted) or an open binary file (its position is restored)
     :param algo_name: the class name, for the message
     :param marker_keys: attributes every model of this algorithm saves
-    :raises ValueError: if the file holds a model of another algorithm
+    :raises ValueError: if the file holds a model of another algorithm, or is damaged
     """
     file = open_path(path, "r", verbose=0, suffix="zip")
     is_user_file = isinstance(path, io.BufferedIOBase)
@@ -31,6 +45,12 @@ def check_saved_algorithm(path: str | pathlib.Path | io.BufferedIOBase, algo_nam
         with zipfile.ZipFile(file) as archive:
             if "data" not in archive.namelist():
                 return
+            damaged = damaged_entry(archive)
+            if damaged is not None:
+                raise ValueError(
+                    f"{path} is damaged: its entry {damaged!r} does not match its checksum (the file was changed or "
+                    "corrupted after it was saved)"
+                )
             data = json.loads(archive.read("data").decode())
     except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, OSError):
         return

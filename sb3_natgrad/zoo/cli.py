@@ -231,12 +231,12 @@ def _check_model_file(path: str, algo: str) -> None:
     from rl_zoo3.utils import ALGOS
 
     from sb3_natgrad.common.on_policy import NaturalGradientAlgorithm
-    from sb3_natgrad.common.save_util import check_saved_algorithm
+    from sb3_natgrad.common.save_util import check_saved_algorithm, damaged_entry
 
     try:
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
-            corrupted = archive.testzip()
+            corrupted = damaged_entry(archive)
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise ZooError(f"{path}: not a model file saved by train ({one_line(exc)})") from None
     if corrupted is not None:
