@@ -17,6 +17,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 from torch import nn
+from unsupported_envs import NestedDictEnv, TupleActionEnv, UnboundedBoxEnv
 
 from sb3_natgrad import ACKTR, KFRELAX, SMAC
 from sb3_natgrad.optim import KFAC
@@ -293,6 +294,20 @@ def test_a_nan_observation_is_named_with_its_env_index(algo: type) -> None:
     model = algo("MlpPolicy", DummyVecEnv(envs), seed=0, device="cpu", **SMALL[algo])
     with pytest.raises(ValueError, match=f"{algo.__name__}: the observation of env 1 is not finite"):
         model.learn(model.n_steps * 4)
+
+
+UNSUPPORTED_SPACES = [
+    pytest.param(TupleActionEnv, "MlpPolicy", "does not support the action space Tuple", id="tuple-action"),
+    pytest.param(NestedDictEnv, "MultiInputPolicy", "does not support the nested observation space", id="nested-dict"),
+    pytest.param(UnboundedBoxEnv, "MlpPolicy", "needs finite bounds on a Box action space", id="unbounded-box"),
+]
+
+
+@pytest.mark.parametrize("algo", ALGOS, ids=lambda a: a.__name__)
+@pytest.mark.parametrize("env_class, policy, words", UNSUPPORTED_SPACES)
+def test_an_unsupported_space_is_named_by_every_algorithm(algo: type, env_class: type, policy: str, words: str) -> None:
+    with pytest.raises(ValueError, match=f"{algo.__name__} {words}"):
+        algo(policy, env_class())
 
 
 class CountingEnv(gym.Env):

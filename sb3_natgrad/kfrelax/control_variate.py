@@ -1,8 +1,10 @@
 """
 The learned control variate ``c_phi(s, relaxed action)`` of RELAX / LAX and the estimator / variance-loss helpers.
 
-References: Grathwohl et al. 2018 (RELAX; §3 eq. "vargrad", Alg. 1-2, App. C), Firouzi 2018
-(KF-LAX / KF-RELAX; §3, §4.2.1, Alg. 1-2), research notes ``relax_smac.md`` §1.2-1.5, §3.2, §6(a)(b).
+References: Grathwohl et al. 2018 (RELAX; §3 eq. "vargrad", Alg. 1-2, App. C, App. E), Firouzi 2018
+(KF-LAX / KF-RELAX; §3, §4.2.1, Alg. 1-2), the released RELAX RL code (wgrathwohl/BackpropThroughTheVoidRL
+``baselines/a2c/a2c.py`` and ``baselines/a2c/policies.py``), Wu et al. 2017, §3.1 (Gauss-Newton curvature of a
+Gaussian-output regressor, used for the K-FAC statistics of ``c_phi``).
 
 Sign convention: the *objective* built here is maximised (``f`` is a return or an advantage); its
 gradient with respect to the policy parameters ``theta`` is the ascent direction ``g_hat``. With a
@@ -35,8 +37,8 @@ and ``log pi(a_t|s_t)`` is evaluated at the *detached* stored action (a score, n
 
 **Variance loss.** ``E[g_hat]`` does not depend on ``phi``, so ``d Var(g_hat) / d phi = d E||g_hat||^2 / d phi``
 (RELAX eq. "vargrad"): the single-batch loss is ``L(phi) = ||g_hat||^2``, the squared norm of the
-``theta``-gradient of the objective over ALL policy parameters (notes §1.3), built with
-``create_graph=True`` and differentiated in ``phi`` by double backprop.
+``theta``-gradient of the objective over ALL policy parameters (as in BackpropThroughTheVoidRL
+``baselines/a2c/a2c.py``), built with ``create_graph=True`` and differentiated in ``phi`` by double backprop.
 """
 
 from __future__ import annotations
@@ -58,12 +60,13 @@ REDUCTIONS = ("mean", "sum")
 
 class ControlVariate(nn.Module):
     """
-    Control variate ``c_phi(s, y) = scale * MLP([s, y])`` with ``y = relax(z, tau)`` (RELAX §3; notes §1.4, §1.5).
+    Control variate ``c_phi(s, y) = scale * MLP([s, y])`` with ``y = relax(z, tau)`` (RELAX §3, App. E).
 
     ``phi`` = the MLP weights (plain ``nn.Linear`` layers in :attr:`net`, so :class:`~sb3_natgrad.optim.KFAC`
     can cover them), a learned ``log tau`` (init 0, i.e. ``tau = 1``; only for discrete relaxations) and
-    a learned output ``scale`` (init 1). The temperature and the scale are plain first-order parameters
-    (:meth:`first_order_parameters`); build K-FAC on :attr:`net` only (:meth:`kfac_module`).
+    a learned output ``scale`` (init 1), as ``vf_log_temp`` and ``vf_scale`` in the released RELAX code
+    (wgrathwohl/BackpropThroughTheVoidRL ``baselines/a2c/policies.py``). The temperature and the scale are plain
+    first-order parameters (:meth:`first_order_parameters`); build K-FAC on :attr:`net` only (:meth:`kfac_module`).
 
     Defaults: two hidden layers of 64 ELU units. The RELAX experiments used 10-10 ReLU (discrete) and
     64-64 ELU (continuous); a smooth activation is preferable because the estimator contains
@@ -250,7 +253,7 @@ def relax_surrogate(
     reduction: str = "mean",
 ) -> SurrogateTerms:
     """
-    Build the RELAX surrogate for a batch of discrete actions (notes §6(a) steps 1-6).
+    Build the RELAX surrogate for a batch of discrete actions (RELAX App. C, second theorem).
 
     ``z = z(theta, u)`` with the stored acting noise ``u`` (so ``H(z) = b`` when ``theta`` is the acting
     policy), ``z~ = z~(theta, b, v)``, then three forwards of ``c_phi``: at ``z``, at ``z~`` and at
@@ -357,8 +360,9 @@ def logit_proxy_variance_loss(objective: torch.Tensor, dist_params: torch.Tensor
     output-level estimates (scaled by ``1/N`` for ``reduction="mean"``). This is NOT the variance of the
     parameter-gradient estimate: it ignores the Jacobian ``d psi / d theta`` and the covariances between
     samples (it equals the true loss only when ``theta`` is a free per-sample table of distribution
-    parameters). The same idea appears in some public RELAX code (notes §1.3); it avoids
-    back-propagating through the policy network twice.
+    parameters). The same idea appears in some public RELAX code (HEmile/storchastic ``storch/method/relax.py``;
+    the ``mujoco`` branch of wgrathwohl/BackpropThroughTheVoidRL); it avoids back-propagating through the policy
+    network twice.
 
     A log-std shared across the batch must be expanded to ``[N, d]`` (``log_std.expand_as(mean)``) *before*
     it is used, and that expanded tensor passed here; otherwise its gradient is summed over samples.
@@ -383,7 +387,8 @@ def record_control_variate_fisher(
     obs: torch.Tensor | None = None,
 ) -> bool:
     """
-    Record K-FAC Gauss-Newton statistics of ``c_phi`` itself (notes §3.2 option A, §6(b) step 9a).
+    Record K-FAC Gauss-Newton statistics of ``c_phi`` itself (the Gaussian-output Fisher that Wu et al. 2017, §3.1
+    use for the critic).
 
     ``c_phi`` is treated as a unit-variance Gaussian regressor: for every evaluation row ``r`` (the
     ``N`` inputs ``z`` and the ``N`` inputs ``z~``, ``2N`` rows) ``A_l = mean_r a~ a~^T`` and
@@ -392,7 +397,7 @@ def record_control_variate_fisher(
     concatenated, detached inputs records ``a~``; ``kfac.record_fisher(sum of outputs, batch_averaged=False)``
     back-propagates to the recorded layer outputs only (no weight gradients). These factors
     precondition the TRUE variance-loss gradient (from double backprop): hooks on the variance-loss
-    backward would only see its forward-path part (notes §3.2).
+    backward would only see its forward-path part.
 
     ``kfac`` must have been built on ``control_variate.kfac_module()`` (or on the whole control variate).
     Other train-mode forwards of ``c_phi`` in the same step (the estimator's) are recorded by the hooks

@@ -2,8 +2,9 @@
 Policies for KFRELAX: Stable-Baselines3 actor-critic policies that act through explicit, stored noise and own the
 control variate ``c_phi``.
 
-References: Grathwohl et al. 2018 (RELAX; App. B, App. C), Firouzi 2018 (KF-RELAX), research
-notes ``relax_smac.md`` §1.4, §6(a).
+References: Grathwohl et al. 2018 (RELAX; App. B, App. C, App. E), Firouzi 2018 (KF-RELAX), and the released RELAX RL
+code, wgrathwohl/BackpropThroughTheVoidRL ``baselines/a2c/policies.py`` (``RelaxedLinearPolicy``,
+``RelaxedGaussianMlpPolicy``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 Reparameterised and conditional samplers for the RELAX / LAX gradient estimators.
 
 References: Grathwohl et al. 2018 "Backpropagation through the Void" (RELAX; App. B
-"Conditional re-sampling"), Tucker et al. 2017 (REBAR), research notes ``relax_smac.md`` §2.
+"Conditional re-sampling"), Tucker et al. 2017 (REBAR); reference code: duvenaud/relax ``pytorch_toy.py``
+(Bernoulli) and sdrobert/pydrobert-pytorch ``src/pydrobert/torch/_straight_through.py`` (categorical).
 
 Everything here is generic over distribution parameters (logits, means, log standard deviations)
 and does not import Stable-Baselines3. Conventions:
@@ -11,10 +12,11 @@ and does not import Stable-Baselines3. Conventions:
   continuous, reparameterised variable ``z = z(theta, u)``: ``b = H(z)``. The rollout stores
   ``u``; at train time ``z(theta, u)`` is recomputed exactly, and ``z~ ~ p(z | b, theta)`` is
   drawn with fresh noise ``v`` through a *conditional* reparameterisation that is differentiable in
-  ``theta`` (notes §2.1, §2.2).
-* These are the exact samplers. The released RELAX RL code placed the top Gumbel of ``z~`` at
-  ``log p_b`` instead of at ``log sum_i p_i = 0`` (notes §2.3); that sampler is biased and is NOT
-  what is implemented here.
+  ``theta`` (Grathwohl et al. 2018, App. B).
+* These are the exact samplers. The released RELAX RL code (wgrathwohl/BackpropThroughTheVoidRL
+  ``baselines/a2c/policies.py``, ``make_samples``) placed the top Gumbel of ``z~`` at ``log p_b`` instead
+  of at ``log sum_i p_i = 0``; that sampler is biased (Grathwohl et al. 2018, App. E, call it "slightly
+  biased") and is NOT what is implemented here.
 * Uniform noise is clamped into ``[eps, 1 - eps]`` with ``eps`` the machine epsilon of its dtype, so
   every logarithm is finite. This changes the law by at most ``2 eps`` in total variation.
 * The continuous relaxation fed to the control variate is ``softmax(z / tau)`` (categorical) or
@@ -212,7 +214,8 @@ def bernoulli_action_from_noise(logits: torch.Tensor, u: torch.Tensor) -> torch.
 
 def bernoulli_conditional_z(logits: torch.Tensor, actions: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """
-    Exact conditional sample ``z~ ~ p(z | b, theta)`` for :func:`bernoulli_z` (notes §2.2, RELAX App. B).
+    Exact conditional sample ``z~ ~ p(z | b, theta)`` for :func:`bernoulli_z` (RELAX App. B; as in duvenaud/relax
+    ``pytorch_toy.py``).
 
     With ``v' = v (1 - theta)`` if ``b = 0`` and ``v' = v theta + (1 - theta)`` if ``b = 1``,
     ``z~ = logit(theta) + logit(v')`` (the inverse CDF of the truncated logistic at ``v'``). Computed in
@@ -222,10 +225,10 @@ def bernoulli_conditional_z(logits: torch.Tensor, actions: torch.Tensor, v: torc
     * ``b = 1``: ``z~ = log(1 + v / ((1 - v)(1 - theta))) = softplus(logit(v) + softplus(l)) > 0``;
     * ``b = 0``: ``z~ = -log(1 + (1 - v) / (v theta)) = -softplus(softplus(-l) - logit(v)) < 0``.
 
-    (The closed form quoted in notes §2.2 for ``b = 0``, ``-log(1 + v / ((1 - v) theta))``, is this one
-    with ``v -> 1 - v``: the same law, a different pathwise map. Here ``z~`` is increasing in ``v`` in
-    both branches, as with the ``v'`` construction.) The signs are strict in floating point because
-    ``|logit(v)| <= logit(1 - eps)``. Differentiable in ``l``.
+    (The closed form of sdrobert/pydrobert-pytorch ``LogisticBernoulli.csample`` for ``b = 0``,
+    ``-log(1 + v / ((1 - v) theta))``, is this one with ``v -> 1 - v``: the same law, a different pathwise map.
+    Here ``z~`` is increasing in ``v`` in both branches, as with the ``v'`` construction.) The signs are strict in
+    floating point because ``|logit(v)| <= logit(1 - eps)``. Differentiable in ``l``.
 
     :param logits: ``logit(theta)`` ``[..., d]``
     :param actions: ``b`` in ``{0, 1}`` ``[..., d]``
@@ -350,7 +353,8 @@ def gaussian_action_from_noise(mean: torch.Tensor, log_std: torch.Tensor, noise:
     Reparameterised Gaussian action ``a(theta, eps) = mu + sigma * eps`` (LAX, RELAX App. C first theorem).
 
     In the train step pass the *stored* noise of the rollout (the one that produced the executed
-    action), not a fresh draw (the released continuous RELAX code used a fresh draw, notes §1.4).
+    action), not a fresh draw (the released continuous RELAX code used a fresh draw, a bug pointed out by
+    Tucker et al. 2018 and acknowledged in Grathwohl et al. 2018, App. E).
 
     :param mean: ``mu`` ``[..., d]``
     :param log_std: ``log sigma``, broadcastable to ``mean``

@@ -10,8 +10,8 @@ three Fisher approximations (``fisher=`` in :class:`ShermanMorrison`) are
     gives ``F^-1 g = (g - psi (psi^T g) / (lambda + psi^T psi)) / lambda``: ``O(d)`` time and memory.
 ``"sample"``
     ``F_M = lambda I + (1/M) sum_i psi_i psi_i^T`` over ``M`` per-sample scores, inverted exactly by ``M`` rank-1
-    Sherman–Morrison updates (WoodFisher recursion, Singh & Alistarh 2020, notes §4.3): ``O(M^2 d)`` time,
-    ``O(M d)`` memory.
+    Sherman–Morrison updates (WoodFisher recursion, Singh & Alistarh 2020; Huo et al. 2026, §4.1):
+    ``O(M^2 d)`` time, ``O(M d)`` memory.
 ``"batch"``
     The same ``F_M``, inverted in one go with the Woodbury identity through the ``M x M`` Gram matrix
     ``K = Psi Psi^T`` of the scores: ``O(M^2 d + M^3)`` time. When the gradient is itself a combination of the
@@ -21,12 +21,12 @@ three Fisher approximations (``fisher=`` in :class:`ShermanMorrison`) are
     (:class:`LinearGramRecorder`).
 
 Conventions: a score matrix ``scores`` has one row per sample, ``scores[i] = psi_i`` (shape ``[M, d]``, what
-``torch.func.vmap(torch.func.grad(...))`` returns after flattening); the notes' ``U = [psi_1 .. psi_M]`` is its
-transpose. Flat vectors follow the order of ``torch.nn.utils.parameters_to_vector``. The direction is linear in
-``g``, so either sign convention works (ascent gradient of ``J`` or descent gradient of a loss ``-J``); the step
-size depends on ``g`` only through quadratic forms.
+``torch.func.vmap(torch.func.grad(...))`` returns after flattening); the ``d x M`` matrix ``U = [psi_1 .. psi_M]``
+used below is its transpose. Flat vectors follow the order of ``torch.nn.utils.parameters_to_vector``. The direction
+is linear in ``g``, so either sign convention works (ascent gradient of ``J`` or descent gradient of a loss ``-J``);
+the step size depends on ``g`` only through quadratic forms.
 
-When does each mode help (notes §4.2)? Because ``E_a[grad log pi(a|s)] = 0``, the batch-mean score shrinks like
+When does each mode help? Because ``E_a[grad log pi(a|s)] = 0``, the batch-mean score shrinks like
 ``1/sqrt(M)``: with a large batch ``"mean"`` is plain gradient ascent with learning rate ``alpha / lambda``
 (the rank-1 correction vanishes like ``1/(M lambda)``). It is a genuine curvature correction only for small
 batches or a single-sample ``psi``. ``"sample"`` and ``"batch"`` use the full batch empirical Fisher and do not
@@ -109,7 +109,7 @@ def sherman_morrison_direction(grad: torch.Tensor, score: torch.Tensor, damping:
 
     ``O(d)`` time; the only ``d``-sized allocation is the result.
 
-    *When it helps* (notes §4.2). With ``psi`` the gradient of the batch-MEAN log-probability, ``psi`` averages
+    *When it helps*. With ``psi`` the gradient of the batch-MEAN log-probability, ``psi`` averages
     to about zero (``E_a[grad log pi] = 0``, so ``|psi| ~ 1/sqrt(M)``) and the correction term is ``O(1/(M lambda))``
     relative to ``g``: for large batches the result is ``g / lambda``, i.e. SGD with learning rate
     ``alpha / lambda``. The correction is ``O(1)`` only for small batches or a single-sample score
@@ -133,7 +133,8 @@ def sherman_morrison_direction(grad: torch.Tensor, score: torch.Tensor, damping:
 
 def woodfisher_factors(scores: torch.Tensor, damping: float) -> tuple[torch.Tensor, torch.Tensor]:
     """
-    WoodFisher recursion (Singh & Alistarh 2020; notes §4.3) for ``F_M = lambda I + (1/M) sum_i psi_i psi_i^T``:
+    WoodFisher recursion (Singh & Alistarh 2020; Huo et al. 2026, §4.1) for
+    ``F_M = lambda I + (1/M) sum_i psi_i psi_i^T``:
 
     ``H_0 = I / lambda``, ``k_i = H_{i-1} psi_i``, ``H_i = H_{i-1} - k_i k_i^T / (M + psi_i^T k_i)``,
 
@@ -255,7 +256,8 @@ def woodbury_direction(grad: torch.Tensor, scores: torch.Tensor, damping: float)
 
 def kernel_weights(gram: torch.Tensor, coefficients: torch.Tensor, damping: float) -> torch.Tensor:
     """
-    Per-sample weights of the natural direction in kernel form (Woodbury identity, notes §4.3).
+    Per-sample weights of the natural direction in kernel form (Woodbury identity; the same Gram-matrix trick as
+    kazukiosawa/asdl ``asdl/precondition/smw.py``).
 
     If ``g = (1/M) sum_i a_i psi_i = (1/M) U a`` (e.g. ``a_i`` = advantages of the A2C objective
     ``mean_i a_i log pi(a_i|s_i)``), then ``F_M^-1 g = U (K + M lambda I)^-1 a = U w``, where ``K = U^T U`` is the
@@ -289,7 +291,7 @@ def kernel_weights(gram: torch.Tensor, coefficients: torch.Tensor, damping: floa
 def trust_region_step_size(quadratic: float, max_kl: float | None, max_step_size: float) -> float:
     """
     Step size ``alpha`` for the update ``alpha * d``: fixed, or normalised so that the quadratic KL model
-    ``0.5 alpha^2 d^T F d`` equals ``max_kl`` (natural-gradient trust region, notes §4.2 / §6(c) step 4):
+    ``0.5 alpha^2 d^T F d`` equals ``max_kl`` (natural-gradient trust region, Wu et al. 2017, §3.2):
 
     ``alpha = min(max_step_size, sqrt(2 max_kl / d^T F d))``.
 
@@ -704,7 +706,7 @@ class ShermanMorrison:
         if step.skipped: warn and skip the update
         else: vector_to_parameters(theta + step.update(), actor_params)
 
-    Which mode helps (notes §4.2): ``"mean"`` with the batch-mean score degenerates to SGD with learning rate
+    Which mode helps: ``"mean"`` with the batch-mean score degenerates to SGD with learning rate
     ``alpha / lambda`` for large batches (the mean score is ``~0``); pass a single-sample score to keep an ``O(1)``
     rank-1 correction. ``"batch"`` is the exact batch empirical Fisher (prefer the kernel form); ``"sample"`` is the
     same matrix by the WoodFisher recursion (slower, a cross-check of the paper's incremental variant).
@@ -896,7 +898,7 @@ class ShermanMorrison:
 
     def compute_kernel(self, gram: torch.Tensor, coefficients: torch.Tensor) -> NaturalGradientStep:
         """
-        Kernel form of the ``"batch"`` mode (Woodbury identity, notes §4.3/§6(c) step 6): for
+        Kernel form of the ``"batch"`` mode (Woodbury identity): for
         ``g = (1/M) sum_i a_i psi_i`` return the weights ``w = (K + M lambda I)^-1 a`` (so ``F_M^-1 g = sum_i w_i
         psi_i``, the gradient of ``sum_i w_i log pi_i`` with detached ``w``) together with the step size and the
         statistics, all computed from ``K`` alone:

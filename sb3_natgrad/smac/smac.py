@@ -468,7 +468,7 @@ class SMAC(NaturalGradientAlgorithm):
             step = pre.compute(grad.double(), scores.double())
             direction = None if step.direction is None else step.direction.to(grad.dtype)
         elif subset is None and (self.ent_coef == 0.0 or entropy_folded):
-            # Kernel form (Woodbury, notes §4.3): g = (1/M) U a  =>  F^-1 g = U (K + M lambda I)^-1 a.
+            # Kernel form (Woodbury identity): g = (1/M) U a  =>  F^-1 g = U (K + M lambda I)^-1 a.
             coefficients = advantages.detach()
             if entropy_folded and self.ent_coef != 0.0:
                 coefficients = coefficients - self.ent_coef  # grad of -ent_coef * mean(log pi) = (1/M) U (-ent_coef)
@@ -486,7 +486,7 @@ class SMAC(NaturalGradientAlgorithm):
                 info["fisher_correction"] = math.sqrt(max(correction_sq, 0.0) / grad_sq) if grad_sq > 0 else 0.0
         else:
             # General Woodbury form for an arbitrary g (exact entropy gradient, or a sub-sampled Fisher):
-            # F^-1 g = (g - U (K + k lambda I)^-1 U^T g) / lambda (notes §4.3; U^T g by double backward).
+            # F^-1 g = (g - U (K + k lambda I)^-1 U^T g) / lambda (U^T g by double backward).
             grad = flat_grad(objective, params, retain_graph=True)
             if subset is None:
                 fisher_dist, fisher_log_prob, fisher_obs, fisher_actions = distribution, log_prob, obs, actions
@@ -510,7 +510,7 @@ class SMAC(NaturalGradientAlgorithm):
         if step.skipped or direction is None:
             return step, None, distribution, info
         if "fisher_correction" not in info:
-            # How far the preconditioned step is from plain SGD with learning rate alpha / lambda (notes §4.2).
+            # How far the preconditioned step is from plain SGD with learning rate alpha / lambda.
             info["fisher_correction"] = float(th.linalg.vector_norm(lam * direction - grad) / grad.norm().clamp_min(1e-30))
         return step, direction, distribution, info
 
