@@ -510,6 +510,13 @@ def test_index_matches_the_shipped_folders() -> None:
         assert "--seed" in entry["train_command"]
 
 
+def test_the_shipped_agents_keep_the_wheel_small() -> None:
+    # The wheel carries every shipped agent; model files are already compressed, so their sizes add up. 13 MB of agents
+    # keeps the wheel (about 0.5 MB of code and data besides) under 15 MB. Pixel agents go in with --policy-only.
+    total = sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(pretrained_dir()) for name in names)
+    assert total < 13 * 2**20, f"the shipped agents take {total / 2**20:.1f} MB"
+
+
 @pytest.mark.parametrize("entry", _agent_params())
 def test_shipped_agent_reaches_its_stated_return(entry: dict) -> None:
     model, env = load_pretrained(entry["algo"], entry["env_id"], device="cpu")
