@@ -245,7 +245,8 @@ def test_dict_observations_multi_input_policy(fisher: str) -> None:
 
 def test_gsde_batch_mode_uses_the_general_score_path() -> None:
     model = SMAC("MlpPolicy", "Pendulum-v1", n_steps=64, use_sde=True, fisher="batch", seed=0)
-    assert not model._closed_form_log_std and model._leftover_params
+    assert model._actor_gram is not None
+    assert not model._actor_gram.closed_form_log_std and model._actor_gram.leftover_params
     logger = KeepLogger()
     model.set_logger(logger)
     model.learn(128)

@@ -6,16 +6,14 @@ import contextlib
 import copy
 import math
 import warnings
-from collections.abc import Iterator, Sequence
 from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
 import torch as th
 from stable_baselines3.common.buffers import RolloutBuffer
-from stable_baselines3.common.distributions import DiagGaussianDistribution, Distribution
+from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy
-from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.type_aliases import GymEnv, PyTorchObs, Schedule
 from torch import nn
 from torch.nn import functional as F
@@ -25,17 +23,12 @@ from sb3_natgrad.common.gradients import flat_grad
 from sb3_natgrad.common.on_policy import NaturalGradientAlgorithm, own_arguments
 from sb3_natgrad.optim.sherman_morrison import (
     FISHER_MODES,
-    LinearGramRecorder,
     NaturalGradientStep,
     ShermanMorrison,
-    diag_gaussian_log_std_scores,
     kernel_weights,
-    per_sample_scores,
     score_projections,
 )
-
-# vmap chunk of the general per-sample score path (bounds the memory of the batched intermediates).
-_PER_SAMPLE_CHUNK = 256
+from sb3_natgrad.smac.scores import ActorGram, index_obs, policy_scores
 
 
 class _PersistentShermanMorrison(ShermanMorrison):
@@ -61,31 +54,6 @@ class _PersistentShermanMorrison(ShermanMorrison):
         for key in ("num_steps", "num_skipped"):
             if key in plain:
                 setattr(self, key, plain[key])
-
-
-@contextlib.contextmanager
-def _substituted_parameters(owners: Sequence[tuple[nn.Module, str]], tensors: Sequence[th.Tensor]) -> Iterator[None]:
-    """
-    Temporarily make ``module.<name>`` return ``tensor`` for every ``(module, name)`` owner of a parameter.
-
-    Works on module OBJECTS, so a submodule reachable under several names (SB3's ``pi_features_extractor`` is
-    ``features_extractor`` when shared) is handled once. ``torch.func.functional_call`` (torch 2.13) goes by
-    names and, for such aliased submodules, leaves plain tensors in place of the parameters on exit.
-    """
-    originals = [module._parameters[name] for module, name in owners]
-    try:
-        for (module, name), tensor in zip(owners, tensors, strict=True):
-            module._parameters[name] = tensor  # type: ignore[assignment]
-        yield
-    finally:
-        for (module, name), original in zip(owners, originals, strict=True):
-            module._parameters[name] = original
-
-
-def _index_obs(obs: PyTorchObs, index: th.Tensor) -> PyTorchObs:
-    if isinstance(obs, dict):
-        return {key: value[index] for key, value in obs.items()}
-    return obs[index]
 
 
 class SMAC(NaturalGradientAlgorithm):
@@ -276,7 +244,8 @@ class SMAC(NaturalGradientAlgorithm):
         )
         # step_size is set from actor_step_size before every use.
         self.preconditioner = _PersistentShermanMorrison(damping=self.damping, fisher=self.fisher, max_kl=self.max_kl)
-        self._setup_gram_recorder()
+        # "batch": the Gram matrix of the scores, recorded layer by layer during the forward pass
+        self._actor_gram = ActorGram(self.policy, self._actor_params) if self.fisher == "batch" else None
 
     def _split_parameters(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """Actor = trainable parameters ``log pi`` depends on; critic = the other ones the value depends on."""
@@ -302,102 +271,17 @@ class SMAC(NaturalGradientAlgorithm):
             raise ValueError(f"{name}: the policy has no critic parameter separate from the actor")
         return actor, critic
 
-    def _setup_gram_recorder(self) -> None:
-        """Hooks for the kernel Gram (``"batch"``): every ``nn.Linear`` of the actor, the rest as extra scores."""
-        self._gram_recorder: LinearGramRecorder | None = None
-        self._leftover_params: list[nn.Parameter] = []
-        self._closed_form_log_std = False
-        if self.fisher != "batch":
-            return
-        actor_ids = {id(p) for p in self._actor_params}
-        linears = [
-            module
-            for module in self.policy.modules()
-            if isinstance(module, nn.Linear)
-            and any(p.requires_grad for p in module.parameters(recurse=False))
-            and all(id(p) in actor_ids for p in module.parameters(recurse=False) if p.requires_grad)
-        ]
-        covered: set[int] = set()
-        if linears:
-            self._gram_recorder = LinearGramRecorder(linears)
-            covered = {id(p) for p in self._gram_recorder.covered_parameters()}
-        self._leftover_params = [p for p in self._actor_params if id(p) not in covered]
-        log_std = getattr(self.policy, "log_std", None)
-        # Closed-form log_std scores only for the plain diagonal Gaussian (not gSDE, not squashed).
-        self._closed_form_log_std = (
-            type(self.policy.action_dist) is DiagGaussianDistribution
-            and len(self._leftover_params) == 1
-            and self._leftover_params[0] is log_std
-        )
-
     def _excluded_save_params(self) -> list[str]:
         return [
             *super()._excluded_save_params(),
             "_actor_params",
             "_critic_params",
-            "_gram_recorder",
-            "_leftover_params",
+            "_actor_gram",
         ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         # The preconditioner's counters (plain ints, weights_only-loadable) are saved next to the critic's optimizer.
         return ["policy", "policy.optimizer", "preconditioner"], []
-
-    # -- per-sample scores and Gram -----------------------------------------------------------------------------
-
-    def _per_sample_scores(self, obs: PyTorchObs, actions: th.Tensor, params: Sequence[nn.Parameter]) -> th.Tensor:
-        """Per-sample ``grad log pi(a_i|s_i)`` over ``params`` (general path: ``torch.func`` vmap of grad), ``[M, k]``."""
-        policy = self.policy
-        owner_of: dict[int, tuple[nn.Module, str]] = {}
-        for module in policy.modules():
-            for name, param in module._parameters.items():
-                if param is not None:
-                    owner_of.setdefault(id(param), (module, name))
-        owners = [owner_of[id(p)] for p in params]
-        # Preprocess (one-hot of Discrete / MultiDiscrete observations, image scaling) on the whole batch outside vmap:
-        # F.one_hot is data-dependent and vmap refuses it. Inside, the actor's path of get_distribution without it.
-        obs = preprocess_obs(obs, policy.observation_space, normalize_images=policy.normalize_images)  # type: ignore[arg-type]
-        keys: list[str] | None = None
-        if isinstance(obs, dict):
-            keys = list(obs)
-            inputs = [obs[key] for key in keys]
-        else:
-            inputs = [obs]
-
-        def log_prob_fn(param_dict: dict[str, th.Tensor], *sample: th.Tensor) -> th.Tensor:
-            *obs_parts, action = sample
-            one: PyTorchObs
-            if keys is not None:
-                one = {key: part.unsqueeze(0) for key, part in zip(keys, obs_parts, strict=True)}
-            else:
-                one = obs_parts[0].unsqueeze(0)
-            with _substituted_parameters(owners, list(param_dict.values())):
-                features = policy.pi_features_extractor(one)
-                latent_pi = policy.mlp_extractor.forward_actor(features)
-                distribution = policy._get_action_dist_from_latent(latent_pi)
-                return distribution.log_prob(action.unsqueeze(0)).squeeze(0)
-
-        named: dict[str, th.Tensor] = {str(i): p for i, p in enumerate(params)}
-        return per_sample_scores(log_prob_fn, named, *inputs, actions, chunk_size=_PER_SAMPLE_CHUNK)
-
-    def _gram(self, distribution: Distribution, log_prob: th.Tensor, obs: PyTorchObs, actions: th.Tensor) -> th.Tensor:
-        """``K_ij = psi_i . psi_j`` over the actor parameters for a forward recorded by ``self._gram_recorder``."""
-        recorder = self._gram_recorder
-        try:
-            if recorder is None:
-                scores = self._per_sample_scores(obs, actions, self._actor_params)
-                return scores @ scores.T
-            extra = None
-            if self._closed_form_log_std:
-                gaussian = distribution.distribution
-                assert isinstance(gaussian, th.distributions.Normal)
-                extra = diag_gaussian_log_std_scores(actions, gaussian.mean, self.policy.log_std)
-            elif self._leftover_params:  # e.g. convolution layers of a CNN extractor
-                extra = self._per_sample_scores(obs, actions, self._leftover_params)
-            return recorder.gram(log_prob, extra_scores=extra)
-        finally:
-            if recorder is not None:
-                recorder.clear()
 
     @staticmethod
     def _skipped_step(reason: str) -> NaturalGradientStep:
@@ -428,13 +312,8 @@ class SMAC(NaturalGradientAlgorithm):
         subset = None
         if self.fisher_samples is not None and self.fisher_samples < num:
             subset = th.randperm(num, device=advantages.device)[: self.fisher_samples]
-        record_main = self.fisher == "batch" and subset is None and self._gram_recorder is not None
-
-        if record_main:
-            assert self._gram_recorder is not None
-            with self._gram_recorder:
-                distribution = self.policy.get_distribution(obs)
-        else:
+        gram = self._actor_gram
+        with gram.recording() if gram is not None and subset is None else contextlib.nullcontext():
             distribution = self.policy.get_distribution(obs)
         # SB3 distributions are mutated in place by the next forward: keep our own (shallow) copy.
         distribution = copy.copy(distribution)
@@ -447,8 +326,8 @@ class SMAC(NaturalGradientAlgorithm):
         info = {"policy_loss": -policy_objective.item(), "entropy_loss": -entropy_term.item()}
 
         if not math.isfinite(objective.item()):
-            if self._gram_recorder is not None:
-                self._gram_recorder.clear()
+            if gram is not None:
+                gram.clear()
             return self._skipped_step(f"non-finite objective ({objective.item()})"), None, distribution, info
 
         lam = self.damping
@@ -462,9 +341,9 @@ class SMAC(NaturalGradientAlgorithm):
         elif self.fisher == "sample":
             # WoodFisher recursion over per-sample scores (Huo et al. 2026, §4.1, incremental Sherman-Morrison), in float64.
             grad = flat_grad(objective, params)
-            fisher_obs = obs if subset is None else _index_obs(obs, subset)
+            fisher_obs = obs if subset is None else index_obs(obs, subset)
             fisher_actions = actions if subset is None else actions[subset]
-            scores = self._per_sample_scores(fisher_obs, fisher_actions, params)
+            scores = policy_scores(self.policy, fisher_obs, fisher_actions, params)
             step = pre.compute(grad.double(), scores.double())
             direction = None if step.direction is None else step.direction.to(grad.dtype)
         elif subset is None and (self.ent_coef == 0.0 or entropy_folded):
@@ -472,37 +351,36 @@ class SMAC(NaturalGradientAlgorithm):
             coefficients = advantages.detach()
             if entropy_folded and self.ent_coef != 0.0:
                 coefficients = coefficients - self.ent_coef  # grad of -ent_coef * mean(log pi) = (1/M) U (-ent_coef)
-            gram = self._gram(distribution, log_prob, obs, actions)
-            step = pre.compute_kernel(gram, coefficients)
+            assert gram is not None
+            gram_matrix = gram.gram(distribution, log_prob, obs, actions)
+            step = pre.compute_kernel(gram_matrix, coefficients)
             direction = None
             if not step.skipped:
                 assert step.weights is not None
                 direction = flat_grad((step.weights.detach().to(log_prob.dtype) * log_prob).sum(), params)
                 # |lambda d - g| / |g| from K alone: lambda d - g = U (lambda w - a / M).
                 residual = lam * step.weights.double() - coefficients.double() / num
-                gram64 = gram.double()
+                gram64 = gram_matrix.double()
                 correction_sq = float(residual @ gram64 @ residual)
                 grad_sq = float(coefficients.double() @ gram64 @ coefficients.double()) / num**2
                 info["fisher_correction"] = math.sqrt(max(correction_sq, 0.0) / grad_sq) if grad_sq > 0 else 0.0
         else:
             # General Woodbury form for an arbitrary g (exact entropy gradient, or a sub-sampled Fisher):
             # F^-1 g = (g - U (K + k lambda I)^-1 U^T g) / lambda (U^T g by double backward).
+            assert gram is not None
             grad = flat_grad(objective, params, retain_graph=True)
             if subset is None:
                 fisher_dist, fisher_log_prob, fisher_obs, fisher_actions = distribution, log_prob, obs, actions
             else:
-                fisher_obs, fisher_actions = _index_obs(obs, subset), actions[subset]
-                if self._gram_recorder is not None:
-                    with self._gram_recorder:
-                        fisher_dist = copy.copy(self.policy.get_distribution(fisher_obs))
-                else:
+                fisher_obs, fisher_actions = index_obs(obs, subset), actions[subset]
+                with gram.recording():
                     fisher_dist = copy.copy(self.policy.get_distribution(fisher_obs))
                 fisher_log_prob = fisher_dist.log_prob(fisher_actions)
-            gram = self._gram(fisher_dist, fisher_log_prob, fisher_obs, fisher_actions)
-            if not th.isfinite(grad).all() or not th.isfinite(gram).all():
+            gram_matrix = gram.gram(fisher_dist, fisher_log_prob, fisher_obs, fisher_actions)
+            if not th.isfinite(grad).all() or not th.isfinite(gram_matrix).all():
                 return self._skipped_step("non-finite gradient or Gram matrix"), None, distribution, info
             projections = score_projections(fisher_log_prob, params, grad)
-            weights = kernel_weights(gram, projections, lam).detach()
+            weights = kernel_weights(gram_matrix, projections, lam).detach()
             direction = (grad - flat_grad((weights * fisher_log_prob).sum(), params)) / lam
             step = pre.step_from_direction(grad, direction)
             direction = step.direction
