@@ -138,6 +138,7 @@ def test_save_load_resume(tmp_path):
     assert loaded.kfac.steps == model.kfac.steps
 
 
+@pytest.mark.bad_input
 def test_load_refuses_a_file_of_another_algorithm(tmp_path):
     A2C("MlpPolicy", "CartPole-v1", n_steps=4).save(tmp_path / "a2c")
     with pytest.raises(ValueError, match="is not a ACKTR model"):
@@ -147,6 +148,7 @@ def test_load_refuses_a_file_of_another_algorithm(tmp_path):
         ACKTR.load(buffer)
 
 
+@pytest.mark.bad_input
 def test_load_of_a_corrupted_file_names_it(tmp_path):
     bad = tmp_path / "broken.zip"
     bad.write_bytes(b"this is not a zip file")
@@ -357,6 +359,7 @@ def test_kfac_update_equals_dense_natural_gradient():
 # ---------------------------------------------------------------------------------------------- robustness, bad input
 
 
+@pytest.mark.bad_input
 def test_non_finite_loss_skips_update_and_keeps_parameters_finite():
     model = ACKTR("MlpPolicy", "CartPole-v1", seed=0, **SMALL)
     model.learn(32)
@@ -377,6 +380,7 @@ def test_adaptive_gauss_newton_tracks_bellman_error():
     assert "train/bellman_error_std" in model.logger.name_to_value
 
 
+@pytest.mark.bad_input
 def test_unsupported_spaces_are_named():
     with pytest.raises(ValueError, match="Tuple"):
         ACKTR("MlpPolicy", TupleActionEnv())
@@ -384,6 +388,7 @@ def test_unsupported_spaces_are_named():
         ACKTR("MultiInputPolicy", NestedDictEnv())
 
 
+@pytest.mark.bad_input
 def test_recurrent_policies_are_rejected():
     from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 
@@ -393,6 +398,7 @@ def test_recurrent_policies_are_rejected():
         ACKTR("MlpLstmPolicy", "CartPole-v1")
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(
     "kwargs, name",
     [

@@ -202,6 +202,7 @@ def test_policy_only_package_acts_identically_and_is_smaller(packaged: str, tmp_
     assert all(torch.isfinite(p).all() for p in model.policy.parameters())
 
 
+@pytest.mark.bad_input
 def test_output_is_not_overwritten_without_force(packaged: str, tmp_path) -> None:
     out = os.path.join(packaged, NAME)
     before = _digests(out)
@@ -222,6 +223,7 @@ def test_output_is_not_overwritten_without_force(packaged: str, tmp_path) -> Non
     assert sorted(os.listdir(tmp_path)) == ["copy", "hidden"]  # no temporary folder left behind
 
 
+@pytest.mark.bad_input
 def test_force_replaces_only_an_earlier_package_folder(packaged: str, tmp_path) -> None:
     """--force never deletes a folder that is not an earlier package output, nor one holding the run it reads."""
     precious = tmp_path / "project"
@@ -243,6 +245,7 @@ def test_force_replaces_only_an_earlier_package_folder(packaged: str, tmp_path) 
     assert sorted(os.listdir(os.path.join(logs, ALGO))) == before_logs
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(
     ("key", "value"), [("algo", "../../x"), ("env_id", "../Acrobot-v1"), ("env_id", "/abs"), ("model_file", "/etc/x.zip")]
 )
@@ -306,6 +309,7 @@ TAMPERING = [
 ]
 
 
+@pytest.mark.bad_input
 def test_tampered_folders_are_refused(packaged: str, tmp_path) -> None:
     calls = []
     for param in TAMPERING:
@@ -321,6 +325,7 @@ def test_tampered_folders_are_refused(packaged: str, tmp_path) -> None:
     assert not (tmp_path / "logs").exists()  # nothing written
 
 
+@pytest.mark.bad_input
 def test_unsafe_metrics_archive_is_refused(packaged: str, tmp_path) -> None:
     # A consistent manifest does not make an archive safe: entries must be plain file names.
     folder = tmp_path / "evil"
@@ -357,12 +362,14 @@ PUSH_FAILURES = [
 ]
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("environ, needles", PUSH_FAILURES)
 def test_push_without_network_fails_cleanly(packaged: str, tmp_path, environ, needles) -> None:
     result = _offline_run(["push", os.path.join(packaged, NAME), "--repo", "org/agent"], tmp_path, **environ)
     assert_one_line_error(result, "push", *needles, code=1)
 
 
+@pytest.mark.bad_input
 def test_load_from_hub_needs_the_trust_flag_and_the_network(tmp_path) -> None:
     refused = _offline_run(["load", "--from", "org/agent", "-f", "logs"], tmp_path, HF_ENDPOINT="http://127.0.0.1:9")
     assert_one_line_error(refused, "load", "org/agent", "--trust-remote-code", code=2)
@@ -439,6 +446,7 @@ def test_push_calls_the_hub_api(packaged: str, monkeypatch) -> None:
     assert upload["delete_patterns"] == "*"  # the repository ends up with exactly the packaged files
 
 
+@pytest.mark.bad_input
 def test_bad_arguments_are_one_line(tmp_path) -> None:
     results, _ = run_in_one_process(
         [
@@ -537,11 +545,13 @@ def test_load_pretrained_works_with_evaluate_policy() -> None:
     assert mean_reward >= 475  # CartPole-v1's "solved" threshold
 
 
+@pytest.mark.bad_input
 def test_load_pretrained_unknown_pair_lists_the_agents() -> None:
     with pytest.raises(HubError, match=r"no pretrained acktr agent for MountainCar-v0.*\('acktr', 'CartPole-v1'\)"):
         load_pretrained("acktr", "MountainCar-v0")
 
 
+@pytest.mark.bad_input
 def test_load_pretrained_refuses_a_changed_file(tmp_path, monkeypatch) -> None:
     import sb3_natgrad.zoo.pretrained as pretrained
 

@@ -111,6 +111,7 @@ def test_entry_uses_known_keys(path: str, key: str) -> None:
     check_entry(algo_class, _load(path)[key], f"{os.path.basename(path)} [{key}]")
 
 
+@pytest.mark.bad_input
 def test_check_entry_catches_typos() -> None:
     from sb3_natgrad import ACKTR
 

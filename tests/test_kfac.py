@@ -594,6 +594,7 @@ class _WithLSTM(nn.Module):
         return self.head(self.norm(self.lstm(x)[0][:, -1]))
 
 
+@pytest.mark.bad_input
 def test_layers_left_to_first_order_are_named_in_a_warning():
     with pytest.warns(UserWarning, match=r"first-order steps.*: lstm \(LSTM\), norm \(LayerNorm\); name them in skip_modules"):
         opt = KFAC(_WithLSTM())
@@ -604,6 +605,7 @@ def test_layers_left_to_first_order_are_named_in_a_warning():
         KFAC(tiny_mlp())
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("stats_interval", [1, 2])
 def test_a_fisher_loss_that_is_not_a_scalar_is_refused_on_every_step(stats_interval):
     # Also on steps without statistics, where it used to be accepted silently.
@@ -702,6 +704,7 @@ def train_steps(model: nn.Module, opt: KFAC, n: int, seed: int = 0) -> None:
         opt.step()
 
 
+@pytest.mark.bad_input
 def test_nan_gradient_skips_step_and_keeps_parameters():
     model = tiny_mlp()
     opt = KFAC(model, lr=0.1, inverse_interval=1)
@@ -724,6 +727,7 @@ def test_nan_gradient_skips_step_and_keeps_parameters():
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+@pytest.mark.bad_input
 def test_nan_factor_falls_back_to_last_good_inverse_and_recovers():
     model = tiny_mlp()
     opt = KFAC(model, lr=0.1, inverse_interval=1)
@@ -744,6 +748,7 @@ def test_nan_factor_falls_back_to_last_good_inverse_and_recovers():
     assert not torch.equal(state["q_a"], last_q)
 
 
+@pytest.mark.bad_input
 def test_failed_decomposition_without_previous_inverse_uses_first_order_step(monkeypatch):
     model = tiny_mlp()
     opt = KFAC(model, lr=0.1, momentum=0.0, kl_clip=None)
@@ -764,6 +769,7 @@ def test_failed_decomposition_without_previous_inverse_uses_first_order_step(mon
         torch.testing.assert_close(before[p] - p.detach(), 0.1 * grads[p])
 
 
+@pytest.mark.bad_input
 def test_non_finite_fisher_statistics_are_rejected():
     model = tiny_mlp()
     opt = KFAC(model, lr=0.1, inverse_interval=1)
@@ -780,6 +786,7 @@ def test_non_finite_fisher_statistics_are_rejected():
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+@pytest.mark.bad_input
 def test_step_without_statistics_after_warmup_raises():
     model = tiny_mlp()
     opt = KFAC(model)
@@ -791,6 +798,7 @@ def test_step_without_statistics_after_warmup_raises():
 # ---------------------------------------------------------------------------------------------- bad arguments
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(
     "kwargs, name",
     [
@@ -822,6 +830,7 @@ def test_bad_arguments_raise_value_error_naming_them(kwargs, name):
         KFAC(tiny_mlp(), **kwargs)
 
 
+@pytest.mark.bad_input
 def test_model_without_coverable_layer_is_rejected():
     with pytest.raises(ValueError, match="no layer K-FAC can cover"):
         KFAC(nn.Sequential(nn.LayerNorm(4)))
@@ -831,6 +840,7 @@ def test_model_without_coverable_layer_is_rejected():
         KFAC([nn.Parameter(torch.zeros(3))])  # type: ignore[arg-type]
 
 
+@pytest.mark.bad_input
 def test_a_second_parameter_group_is_refused() -> None:
     model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
     opt = KFAC(model)

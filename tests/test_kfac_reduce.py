@@ -142,12 +142,14 @@ def test_option_is_a_no_op_without_convolutions():
         assert torch.equal(a0, a1) and torch.equal(g0, g1)
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("value", ["Reduce", "kfc", None, 3, {"0": "sum"}])
 def test_unknown_value_is_a_value_error_naming_it(value):
     with pytest.raises(ValueError, match="conv_factors"):
         KFAC(tiny_cnn(), conv_factors=value)
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("names", [["5"], ["nope"]])  # "5" is the Linear head
 def test_mapping_naming_a_layer_that_is_not_a_covered_convolution_is_refused(names):
     with pytest.raises(ValueError, match=f"conv_factors names layers .*{names[0]}"):
@@ -162,6 +164,7 @@ def train_a_little(opt: KFAC, model: nn.Module, seed: int) -> None:
     opt.step()
 
 
+@pytest.mark.bad_input
 def test_state_dict_keeps_the_option_and_refuses_the_other_form():
     model = tiny_cnn()
     opt = KFAC(model, lr=0.1, conv_factors="reduce")

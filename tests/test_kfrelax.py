@@ -188,6 +188,7 @@ def test_stored_noise_reproduces_the_stored_actions(make_env):
     assert model.logger.name_to_value["train/action_mismatch"] == 0.0
 
 
+@pytest.mark.bad_input
 def test_off_policy_data_and_a_second_update_are_refused():
     model = KFRELAX("MlpPolicy", "CartPole-v1", seed=0, n_steps=64, policy_kwargs=dict(net_arch=[8]))
     model.learn(64)
@@ -473,6 +474,7 @@ def test_save_load_resume(tmp_path, cv_optimizer):
     assert_states_equal(model.cv_net_optimizer.state_dict(), loaded.cv_net_optimizer.state_dict())
 
 
+@pytest.mark.bad_input
 def test_load_refuses_a_file_of_another_algorithm(tmp_path):
     A2C("MlpPolicy", "CartPole-v1", n_steps=4).save(tmp_path / "a2c")
     with pytest.raises(ValueError, match="is not a KFRELAX model"):
@@ -596,6 +598,7 @@ def test_log_only_values_are_computed_only_for_logged_updates(monkeypatch):
 # ---------------------------------------------------------------------------------------------- robustness, bad input
 
 
+@pytest.mark.bad_input
 def test_non_finite_loss_skips_update_and_keeps_everything():
     model = KFRELAX("MlpPolicy", "CartPole-v1", seed=0, **SMALL)
     model.learn(32)
@@ -611,6 +614,7 @@ def test_non_finite_loss_skips_update_and_keeps_everything():
     assert all(th.isfinite(p).all() for p in model.policy.parameters())
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("max_kl", [0.01, None])
 def test_optimizer_step_to_non_finite_parameters_is_reverted(max_kl):
     """An optimizer that writes NaN (any SB3 optimizer_class can): the policy is restored and the update counted as
@@ -634,6 +638,7 @@ def test_optimizer_step_to_non_finite_parameters_is_reverted(max_kl):
     assert all(th.equal(p, q) for p, q in zip(before, model.policy.parameters()))
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("cv_optimizer", ["kfac", "adam"])
 def test_non_finite_control_variate_gradient_skips_both_cv_optimizers(cv_optimizer):
     model = KFRELAX("MlpPolicy", "CartPole-v1", seed=0, cv_optimizer=cv_optimizer, **SMALL)
@@ -650,6 +655,7 @@ def test_non_finite_control_variate_gradient_skips_both_cv_optimizers(cv_optimiz
     assert model.cv_skipped_updates == 1
 
 
+@pytest.mark.bad_input
 def test_unsupported_configurations_are_named():
     with pytest.raises(ValueError, match="Tuple"):
         KFRELAX("MlpPolicy", TupleActionEnv())
@@ -666,6 +672,7 @@ def test_unsupported_configurations_are_named():
     assert issubclass(KFRELAX.policy_aliases["MlpPolicy"], KFRELAXPolicy)
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(
     "kwargs, name",
     [

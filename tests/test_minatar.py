@@ -42,6 +42,7 @@ def test_network_is_the_minatar_papers():
     th.testing.assert_close(first(obs.permute(0, 3, 1, 2).float()), out)
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(
     "space", [spaces.Box(0.0, 1.0, shape=(10, 4)), spaces.Discrete(3), spaces.Box(0.0, 1.0, shape=(2, 2, 4))]
 )
@@ -85,6 +86,7 @@ def test_registration_uses_the_packages_entry_point_and_is_idempotent():
         assert spec.entry_point == "minatar.gym:BaseEnv"
 
 
+@pytest.mark.bad_input
 def test_missing_package_names_the_extra(monkeypatch):
     monkeypatch.setattr(gym, "registry", {k: v for k, v in gym.registry.items() if not k.startswith("MinAtar/")})
     monkeypatch.setattr(importlib.metadata, "entry_points", lambda **kwargs: [])
@@ -93,6 +95,7 @@ def test_missing_package_names_the_extra(monkeypatch):
     minatar.ensure_registered("CartPole-v1")  # other ids are left alone
 
 
+@pytest.mark.bad_input
 def test_zoo_train_reports_the_missing_extra_in_one_line(monkeypatch, capsys):
     from sb3_natgrad.zoo import cli
 

@@ -60,6 +60,7 @@ def test_an_unknown_top_level_name_is_an_attribute_error() -> None:
         sb3_natgrad.PPO  # noqa: B018
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("saver", ALGOS, ids=lambda a: a.__name__)
 @pytest.mark.parametrize("loader", ALGOS, ids=lambda a: a.__name__)
 def test_load_refuses_another_algorithms_file(saver: type, loader: type, tmp_path) -> None:
@@ -83,6 +84,7 @@ def test_numpy_scalars_are_numbers_and_are_stored_as_python_numbers(algo: type) 
     model.learn(16)
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("algo", ALGOS, ids=lambda a: a.__name__)
 @pytest.mark.parametrize(
     ("name", "value"),
@@ -93,6 +95,7 @@ def test_a_bad_shared_argument_is_named_with_the_algorithm(algo: type, name: str
         make(algo, **{name: value})
 
 
+@pytest.mark.bad_input
 def test_acktr_words_kfac_errors_with_its_own_argument_names() -> None:
     with pytest.raises(ValueError, match=r"ACKTR: invalid kfac_clip=0"):
         make(ACKTR, kfac_clip=0)
@@ -104,6 +107,7 @@ def test_acktr_words_kfac_errors_with_its_own_argument_names() -> None:
         KFAC(nn.Linear(2, 2), kl_clip=0)
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("algo", ALGOS, ids=lambda a: a.__name__)
 def test_a_skipped_update_is_counted_once_under_one_key_and_keeps_the_log_schedule(algo: type) -> None:
     model = make(algo)
@@ -145,6 +149,7 @@ class BadRewardAt(gym.Wrapper):
         return obs, (self.value if self.count == self.at else reward), terminated, truncated, info
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("algo", ALGOS, ids=lambda a: a.__name__)
 def test_a_stalled_training_stops_with_an_error_naming_the_non_finite_statistic(algo: type) -> None:
     # One NaN reward poisons VecNormalize's running return variance for good: every later update is skipped.
@@ -159,6 +164,7 @@ def test_a_stalled_training_stops_with_an_error_naming_the_non_finite_statistic(
     assert model.num_timesteps < model.n_steps * 10  # stopped right away, not after 40 rollouts
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("algo", ALGOS, ids=lambda a: a.__name__)
 def test_isolated_skips_do_not_stop_training(algo: type) -> None:
     model = make(algo, max_consecutive_skips=2)
@@ -174,6 +180,7 @@ def test_isolated_skips_do_not_stop_training(algo: type) -> None:
     assert model.skipped_updates == 3
 
 
+@pytest.mark.bad_input
 def test_acktr_refuses_zero_damping() -> None:
     with pytest.raises(ValueError, match="ACKTR: invalid damping=0 with weight_decay=0"):
         make(ACKTR, damping=0)
@@ -192,6 +199,7 @@ def test_save_appends_zip_like_sb3_and_leaves_no_temporary_file(algo: type, tmp_
     assert type(algo.load(buffer, device="cpu")) is algo
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("algo", ALGOS, ids=lambda a: a.__name__)
 def test_a_damaged_model_file_is_refused_with_its_name(algo: type, tmp_path) -> None:
     # One flipped byte in the compressed policy weights: torch failed deep inside its unpickler (or loaded garbage).
@@ -209,6 +217,19 @@ def test_a_damaged_model_file_is_refused_with_its_name(algo: type, tmp_path) -> 
         algo.load(tmp_path / "damaged.zip", device="cpu")
 
 
+@pytest.mark.bad_input
+@pytest.mark.parametrize("algo", ALGOS, ids=lambda a: a.__name__)
+def test_loading_into_an_env_of_another_space_is_refused(algo: type, tmp_path) -> None:
+    make(algo).save(tmp_path / "agent")
+    with pytest.raises(ValueError, match="Observation spaces do not match"):
+        algo.load(tmp_path / "agent", env=gym.make("Pendulum-v1"), device="cpu")
+    three_actions = gym.make("CartPole-v1")
+    three_actions.action_space = gym.spaces.Discrete(3)  # CartPole's observations, another action space
+    with pytest.raises(ValueError, match="Action spaces do not match"):
+        algo.load(tmp_path / "agent", env=three_actions, device="cpu")
+
+
+@pytest.mark.bad_input
 def test_saving_into_an_unwritable_folder_names_the_model_file(tmp_path, monkeypatch) -> None:
     # (Tests run as root here, so a chmod-ed folder would still be writable: the refusal is simulated.)
     import tempfile
@@ -241,6 +262,7 @@ model.save(sys.argv[1])
 """
 
 
+@pytest.mark.bad_input
 def test_a_save_killed_midway_leaves_the_previous_model_intact(tmp_path) -> None:
     path = tmp_path / "agent.zip"
     process = subprocess.Popen([sys.executable, "-c", KILLED_SAVE, str(path)], stdout=subprocess.PIPE, text=True)
@@ -254,6 +276,7 @@ def test_a_save_killed_midway_leaves_the_previous_model_intact(tmp_path) -> None
     assert model.num_timesteps == 0  # the first save's model, complete
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("algo", ALGOS, ids=lambda a: a.__name__)
 @pytest.mark.parametrize("bad", [float("nan"), -1e-3])
 def test_a_schedule_with_a_bad_value_is_named_before_any_parameter_changes(algo: type, bad: float) -> None:
@@ -267,6 +290,7 @@ def test_a_schedule_with_a_bad_value_is_named_before_any_parameter_changes(algo:
     assert all(th.equal(p, b) for p, b in zip(model.policy.parameters(), before))
 
 
+@pytest.mark.bad_input
 def test_smac_actor_step_size_schedule_is_checked_too() -> None:
     model = make(SMAC, actor_step_size=lambda progress: float("nan"))
     with pytest.raises(ValueError, match=r"SMAC: invalid actor_step_size=nan, .* at progress_remaining=0"):
@@ -288,6 +312,7 @@ class NanObservationAt(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("algo", ALGOS, ids=lambda a: a.__name__)
 def test_a_nan_observation_is_named_with_its_env_index(algo: type) -> None:
     envs = [lambda: gym.make("CartPole-v1"), lambda: NanObservationAt(gym.make("CartPole-v1"), at=5)]
@@ -303,6 +328,7 @@ UNSUPPORTED_SPACES = [
 ]
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("algo", ALGOS, ids=lambda a: a.__name__)
 @pytest.mark.parametrize("env_class, policy, words", UNSUPPORTED_SPACES)
 def test_an_unsupported_space_is_named_by_every_algorithm(algo: type, env_class: type, policy: str, words: str) -> None:
@@ -326,6 +352,7 @@ class CountingEnv(gym.Env):
         return self.count, 1.0, False, self.count >= 50, {}
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("algo", ALGOS, ids=lambda a: a.__name__)
 def test_a_discrete_observation_outside_its_space_is_named(algo: type) -> None:
     # SB3 one-hot encodes Discrete observations; 4 used to fail inside torch ("Class values must be smaller than
@@ -335,6 +362,7 @@ def test_a_discrete_observation_outside_its_space_is_named(algo: type) -> None:
         model.learn(model.n_steps * 4)
 
 
+@pytest.mark.bad_input
 def test_smac_warns_when_the_critic_batch_is_larger_than_the_rollout() -> None:
     with pytest.warns(UserWarning, match="batch_size=250 is larger than the rollout"):
         SMAC("MlpPolicy", "CartPole-v1", n_steps=16)
@@ -390,6 +418,7 @@ class SaveAtRolloutStart(BaseCallback):
             self.env_copy = copy.deepcopy(self.training_env)
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("algo", ALGOS, ids=lambda a: a.__name__)
 def test_resuming_from_a_saved_model_is_bit_identical_to_the_uninterrupted_run(algo: type, tmp_path) -> None:
     rollout = SMALL[algo]["n_steps"] * 2
@@ -405,6 +434,7 @@ def test_resuming_from_a_saved_model_is_bit_identical_to_the_uninterrupted_run(a
         assert th.equal(expected, actual), name
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("algo", ALGOS, ids=lambda a: a.__name__)
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e30, -1e30])
 def test_one_extreme_reward_leaves_the_parameters_finite_and_training_going(algo: type, value: float) -> None:

@@ -309,6 +309,7 @@ def test_gram_recorder_gaussian_with_log_std_matches_explicit_per_sample_grads()
     assert covered == {id(p) for p in params[:-1]}
 
 
+@pytest.mark.bad_input
 def test_gram_recorder_rejects_layer_applied_twice_and_no_grad() -> None:
     layer = nn.Linear(3, 3).double()
     x = torch.randn(4, 3, dtype=torch.float64)
@@ -493,6 +494,7 @@ def test_mean_mode_degenerates_to_scaled_sgd_for_large_batches() -> None:
 # --------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(
     ("kwargs", "name"),
     [
@@ -516,6 +518,7 @@ def test_bad_constructor_arguments_raise_naming_the_argument(kwargs: dict, name:
     assert repr(value) in str(info.value)
 
 
+@pytest.mark.bad_input
 def test_bad_damping_assignment_and_functional_arguments() -> None:
     sm = ShermanMorrison()
     with pytest.raises(ValueError, match="damping=-1"):
@@ -531,6 +534,7 @@ def test_bad_damping_assignment_and_functional_arguments() -> None:
         kernel_weights(score_gram(scores), coefficients, 0.0)
 
 
+@pytest.mark.bad_input
 def test_mismatched_shapes_raise_naming_the_argument() -> None:
     grad, scores, coefficients = random_problem(4, 3, 1.0, 0)
     for fisher in ("mean", "sample", "batch"):
@@ -558,6 +562,7 @@ def test_mismatched_shapes_raise_naming_the_argument() -> None:
         recorder.gram(out.squeeze(1), extra_scores=torch.zeros(2, 1, dtype=torch.float64))
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("fisher", ["mean", "sample", "batch"])
 def test_nonfinite_inputs_skip_or_raise(fisher: str) -> None:
     grad, scores, coefficients = random_problem(4, 3, 1.0, 0)
@@ -589,6 +594,7 @@ def test_nonfinite_inputs_skip_or_raise(fisher: str) -> None:
             strict.compute_kernel(score_gram(scores), bad_coef)
 
 
+@pytest.mark.bad_input
 def test_overflowing_result_is_skipped() -> None:
     grad = torch.full((3,), 1e30, dtype=torch.float32)
     scores = torch.zeros(1, 3, dtype=torch.float32)

@@ -414,6 +414,7 @@ def test_device_auto_places_everything_on_the_model_device() -> None:
 # --------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(
     ("kwargs", "name"),
     [
@@ -438,6 +439,7 @@ def test_bad_arguments_raise_naming_the_argument(kwargs: dict[str, Any], name: s
         SMAC("MlpPolicy", "CartPole-v1", **kwargs)
 
 
+@pytest.mark.bad_input
 def test_unsupported_spaces_and_recurrent_policies_are_rejected() -> None:
     with pytest.raises(ValueError, match="does not support the action space Tuple"):
         SMAC("MlpPolicy", TupleActionEnv())
@@ -474,6 +476,7 @@ class CorruptRollout(BaseCallback):
         getattr(self.model.rollout_buffer, self.field)[3, 0] = np.nan
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("fisher", ["mean", "sample", "batch"])
 def test_nonfinite_advantages_skip_the_actor_step_with_a_warning(fisher: str) -> None:
     model = SMAC("MlpPolicy", "Pendulum-v1", n_steps=16, fisher=fisher, n_critic_updates=0, seed=0)
@@ -484,6 +487,7 @@ def test_nonfinite_advantages_skip_the_actor_step_with_a_warning(fisher: str) ->
     assert model.skipped_updates == 1 and model.preconditioner.num_steps == 0
 
 
+@pytest.mark.bad_input
 def test_nonfinite_returns_skip_critic_minibatches_with_a_warning() -> None:
     model = SMAC("MlpPolicy", "Pendulum-v1", n_steps=16, batch_size=16, normalize_advantage=False, seed=0)
     with pytest.warns(RuntimeWarning, match="critic minibatch"):
@@ -491,6 +495,7 @@ def test_nonfinite_returns_skip_critic_minibatches_with_a_warning() -> None:
     assert all(bool(th.isfinite(p).all()) for p in model.policy.parameters())
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(
     ("step_size", "message"),
     [(1e39, "overflowed"), (1e25, "non-finite policy")],  # an infinite update; a finite update with an infinite KL
@@ -582,6 +587,7 @@ def test_line_search_keeps_every_exact_kl_within_max_kl(env_id: str) -> None:
     assert all(f == 1.0 for f in unsearched.fractions)
 
 
+@pytest.mark.bad_input
 def test_line_search_arguments_are_checked() -> None:
     with pytest.raises(ValueError, match=r"SMAC: invalid line_search_shrinking_factor=1\.0"):
         SMAC("MlpPolicy", "CartPole-v1", line_search_shrinking_factor=1.0)

@@ -474,6 +474,7 @@ def bad_input_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Sim
     return {param.id: result for param, result in zip(BAD_INPUTS, results)}
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("args, files, needles", BAD_INPUTS)
 def test_bad_input_fails_with_one_clear_line(args, files, needles, bad_input_results, request) -> None:
     # --algo defaults to acktr.
@@ -504,12 +505,14 @@ def _hide_modules(root, *names: str) -> str:
     return str(root / "hidden")
 
 
+@pytest.mark.bad_input
 def test_missing_plot_dependency_is_one_line(trained: str, tmp_path) -> None:
     hidden = _hide_modules(tmp_path, "seaborn")
     result = run("plot-train", "-a", "acktr", "-e", ENV, "-f", "logs", cwd=trained, ok=False, extra_path=hidden)
     assert_one_line_error(result, "plot-train", "missing Python module 'seaborn'", "sb3-natgrad[plots]", code=1)
 
 
+@pytest.mark.bad_input
 def test_missing_rl_zoo3_is_one_line(tmp_path) -> None:
     hidden = _hide_modules(tmp_path, "rl_zoo3")
     result = run("train", "--algo", "acktr", cwd=tmp_path, ok=False, extra_path=hidden)
@@ -626,6 +629,7 @@ def test_sampler_and_converter_build_the_algorithm(entry: ZooAlgorithm) -> None:
         assert set(converted) == set(kwargs)
 
 
+@pytest.mark.bad_input
 def test_ctrl_c_saves_the_model_and_says_how_to_continue(tmp_path) -> None:
     process = subprocess.Popen(
         [*CLI, "train", "--algo", "acktr", "--env", "CartPole-v1", "-n", "10000000", "-f", "logs", "--eval-freq", "-1"],
@@ -654,6 +658,7 @@ def test_ctrl_c_saves_the_model_and_says_how_to_continue(tmp_path) -> None:
     assert f" -n {10_000_000 - done}" in stderr  # the steps still to go: the schedules end where they were planned to
 
 
+@pytest.mark.bad_input
 def test_ctrl_c_never_stops_inside_an_update() -> None:
     # SIGINT arriving while train() runs lets that update finish (every layer moved, K-FAC's step counted) and ends
     # learn() at the next env step; a second SIGINT interrupts at once.
@@ -684,6 +689,7 @@ def test_ctrl_c_never_stops_inside_an_update() -> None:
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+@pytest.mark.bad_input
 def test_a_failed_train_leaves_no_empty_run_folder_for_enjoy(tmp_path) -> None:
     args = ["train", "--algo", "acktr", "--env", "CartPole-v1", "-f", "logs", "-params", "n_steps:-3"]
     failed = run(*args, cwd=tmp_path, ok=False)
@@ -693,6 +699,7 @@ def test_a_failed_train_leaves_no_empty_run_folder_for_enjoy(tmp_path) -> None:
     assert_one_line_error(enjoy, "enjoy", "no trained acktr model")
 
 
+@pytest.mark.bad_input
 def test_a_storage_without_its_database_driver_is_one_line(tmp_path) -> None:
     args = ["train", "-optimize", "--storage", "mysql://user@localhost/db", "-n", "100", "--n-trials", "1", "-f", "logs"]
     result = run(*args, cwd=tmp_path, ok=False)
@@ -700,6 +707,7 @@ def test_a_storage_without_its_database_driver_is_one_line(tmp_path) -> None:
     assert_one_line_error(result, "train", *needles, code=1)
 
 
+@pytest.mark.bad_input
 def test_two_workers_can_start_together_on_a_new_sqlite_storage(tmp_path) -> None:
     optuna = pytest.importorskip("optuna")
     storage = f"sqlite:///{tmp_path / 'study.db'}"
