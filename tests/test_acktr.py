@@ -156,6 +156,18 @@ def test_load_of_a_corrupted_file_names_it(tmp_path):
         ACKTR.load(bad)
 
 
+def test_a_shipped_agent_saved_before_the_curvature_record_loads_its_curvature():
+    pytest.importorskip("rl_zoo3")
+    from sb3_natgrad.hub import load_pretrained
+
+    model, _ = load_pretrained("acktr", "CartPole-v1", device="cpu")
+    for layer in model.kfac.layers:
+        assert layer.curvature.factor_a is not None and layer.curvature.inverse is not None
+        assert set(model.kfac.state[layer.weight]) <= {"momentum_buffer"}
+    model.learn(64, reset_num_timesteps=False)
+    assert all(th.isfinite(p).all() for p in model.policy.parameters())
+
+
 def test_set_env_and_parameters():
     model = ACKTR("MlpPolicy", make_vec_env("CartPole-v1", n_envs=2), seed=0, **SMALL)
     model.learn(32)
@@ -436,7 +448,7 @@ def test_stats_dtype_reaches_kfac_and_survives_save_load(tmp_path, stats_dtype):
     model = ACKTR("MlpPolicy", "CartPole-v1", n_steps=8, warmup_steps=1, stats_dtype=stats_dtype, seed=0)
     assert model.kfac.stats_dtype == th.bfloat16
     model.learn(160)
-    assert model.kfac.state[model.kfac.layers[0].weight]["A"].dtype == th.float32
+    assert model.kfac.layers[0].curvature.factor_a.dtype == th.float32
     model.save(tmp_path / "model")
     loaded = ACKTR.load(tmp_path / "model", env=model.get_env())
     assert loaded.kfac.stats_dtype == th.bfloat16
@@ -456,9 +468,7 @@ def test_conv_factors_reach_kfac_and_survive_save_load(tmp_path):
     loaded = ACKTR.load(tmp_path / "model", env=env)
     assert loaded.conv_factors == "reduce"
     assert loaded.kfac.conv_factors == {"features_extractor.cnn.0": "reduce"}
-    conv = loaded.kfac.layers[0].weight
-    torch_state = model.kfac.state[model.kfac.layers[0].weight]
-    th.testing.assert_close(loaded.kfac.state[conv]["A"], torch_state["A"])
+    th.testing.assert_close(loaded.kfac.layers[0].curvature.factor_a, model.kfac.layers[0].curvature.factor_a)
     loaded.learn(32)
 
 

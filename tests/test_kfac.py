@@ -56,8 +56,8 @@ def record_batch(opt: KFAC, model: nn.Module, x: torch.Tensor, seed: int = 1) ->
 
 
 def factors_of(opt: KFAC, layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    state = opt.state[layer.weight]
-    return state["A"], state["G"]
+    curvature = opt.curvature(layer)
+    return curvature.factor_a, curvature.factor_g
 
 
 def step_with_lr_zero(opt: KFAC, model: nn.Module, logits: torch.Tensor) -> None:
@@ -191,7 +191,7 @@ def test_bfloat16_statistics_round_only_the_products(stats_dtype):
         opt.zero_grad()
         out.logsumexp(-1).mean().backward()
         opt.step()
-        return [opt.state[layer.weight][key] for layer in opt.layers for key in ("A", "G")]
+        return [factor for layer in opt.layers for factor in (layer.curvature.factor_a, layer.curvature.factor_g)]
 
     exact, rounded = factors(None), factors(stats_dtype)
     for a, b in zip(exact, rounded):
@@ -533,7 +533,7 @@ def test_warmup_is_clipped_momentum_sgd():
         for p, b0, buf in zip(model.parameters(), before, buffers):
             torch.testing.assert_close(b0 - p.detach(), 0.5 * buf)
     assert not opt.in_warmup
-    assert "A" in opt.state[covered_layers(model)[0].weight]  # statistics accumulated during warm-up
+    assert opt.curvature(covered_layers(model)[0]).factor_a is not None  # statistics accumulated during warm-up
 
 
 def test_lr_is_read_from_param_groups():
@@ -654,6 +654,28 @@ def test_reset_equals_a_new_optimizer_on_the_same_weights():
         assert torch.equal(p, q)
 
 
+def test_the_curvature_record_keeps_the_saved_format():
+    # Files written before the Curvature record held these entries in the optimizer state of each covered weight;
+    # state_dict still writes them, and load_state_dict turns them back into the records.
+    model = tiny_mlp()
+    opt = KFAC(model, lr=0.1, inverse_interval=1)
+    train_steps(model, opt, 3)
+    saved = opt.state_dict()
+    weight_index = [p for group in opt.param_groups for p in group["params"]].index(opt.layers[0].weight)
+    expected = {"A", "G", "n_stats", "stats_version", "has_inverse", "inverse_version", "d_a", "q_a", "d_g", "q_g"}
+    assert set(saved["state"][weight_index]) == expected | {"inverse_damping", "momentum_buffer"}
+    assert saved["state"][weight_index]["n_stats"] == saved["state"][weight_index]["stats_version"] == 3
+    restored = KFAC(copy.deepcopy(model), lr=0.1, inverse_interval=1)
+    restored.load_state_dict(saved)
+    for layer, twin in zip(opt.layers, restored.layers):
+        assert torch.equal(layer.curvature.factor_a, twin.curvature.factor_a)
+        assert torch.equal(layer.curvature.inverse["q_g"], twin.curvature.inverse["q_g"])
+        assert (layer.curvature.n_stats, layer.curvature.inverse_version) == (twin.curvature.n_stats, 3)
+        assert set(restored.state[twin.weight]) == {"momentum_buffer"}  # the rest lives in the record
+    with pytest.raises(KeyError, match="does not cover the layer 'nope'"):
+        opt.curvature("nope")
+
+
 def test_records_are_released_every_step():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 2))
@@ -682,11 +704,11 @@ def test_async_inverse_matches_synchronous_decomposition():
         opt.step()
     opt.wait_for_inverses()
     for layer in covered_layers(model):
-        state = opt.state[layer.weight]
-        d_a = torch.linalg.eigvalsh(state["A"]).clamp(min=0)
+        curvature = opt.curvature(layer)
+        d_a = torch.linalg.eigvalsh(curvature.factor_a).clamp(min=0)
         # the installed eigenvalues are those of a (possibly one step older) factor; after waiting they are current
-        if state["inverse_version"] == state["stats_version"]:
-            torch.testing.assert_close(state["d_a"], d_a)
+        if curvature.inverse_version == curvature.stats_version:
+            torch.testing.assert_close(curvature.inverse["d_a"], d_a)
     assert all(torch.isfinite(p).all() for p in model.parameters())
     opt.remove_hooks()
 
@@ -733,19 +755,19 @@ def test_nan_factor_falls_back_to_last_good_inverse_and_recovers():
     opt = KFAC(model, lr=0.1, inverse_interval=1)
     train_steps(model, opt, 3)
     layer = covered_layers(model)[0]
-    state = opt.state[layer.weight]
-    last_q = state["q_a"].clone()
-    state["A"][0, 0] = float("nan")
+    curvature = opt.curvature(layer)
+    last_q = curvature.inverse["q_a"].clone()
+    curvature.factor_a[0, 0] = float("nan")
     with pytest.warns(RuntimeWarning, match="could not be decomposed"):
         train_steps(model, opt, 1, seed=5)
     assert opt.counters["inverse_fallbacks"] == 1
-    assert torch.equal(state["q_a"], last_q)  # previous inverse kept
+    assert torch.equal(curvature.inverse["q_a"], last_q)  # previous inverse kept
     assert all(torch.isfinite(p).all() for p in model.parameters())
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         train_steps(model, opt, 2, seed=6)
-    assert torch.isfinite(state["A"]).all()  # statistics restarted from fresh batches
-    assert not torch.equal(state["q_a"], last_q)
+    assert torch.isfinite(curvature.factor_a).all()  # statistics restarted from fresh batches
+    assert not torch.equal(curvature.inverse["q_a"], last_q)
 
 
 @pytest.mark.bad_input
@@ -774,7 +796,7 @@ def test_non_finite_fisher_statistics_are_rejected():
     model = tiny_mlp()
     opt = KFAC(model, lr=0.1, inverse_interval=1)
     train_steps(model, opt, 2)
-    a_before = opt.state[covered_layers(model)[0].weight]["A"].clone()
+    a_before = opt.curvature(covered_layers(model)[0]).factor_a.clone()
     logits = model(torch.randn(9, 5, dtype=torch.float64))
     opt.record_fisher(logits.sum() * float("nan"))
     opt.zero_grad()
@@ -782,7 +804,7 @@ def test_non_finite_fisher_statistics_are_rejected():
     with pytest.warns(RuntimeWarning, match="non-finite statistics"):
         opt.step()
     assert opt.counters["rejected_stats"] >= 1
-    assert torch.equal(opt.state[covered_layers(model)[0].weight]["A"], a_before)
+    assert torch.equal(opt.curvature(covered_layers(model)[0]).factor_a, a_before)
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 

@@ -102,7 +102,7 @@ def test_reduce_builds_no_patch_matrix(monkeypatch):
     opt = KFAC(model, kl_clip=None, conv_factors="reduce")
     x = torch.randn(4, 2, 8, 8, dtype=torch.float64)
     step_with_lr_zero(opt, model, record_batch(opt, model, x))
-    assert all("A" in opt.state[layer.weight] for layer in covered_layers(model))
+    assert all(opt.curvature(layer).factor_a is not None for layer in covered_layers(model))
 
 
 def test_patch_means_are_the_mean_of_the_patch_rows():
@@ -178,7 +178,7 @@ def test_state_dict_keeps_the_option_and_refuses_the_other_form():
     same = KFAC(tiny_cnn(), lr=0.1, conv_factors="reduce")
     same.load_state_dict(saved)
     for layer_a, layer_b in zip(covered_layers(model), same.layers):
-        torch.testing.assert_close(opt.state[layer_a.weight]["A"], same.state[layer_b.weight]["A"])
+        torch.testing.assert_close(opt.curvature(layer_a).factor_a, layer_b.curvature.factor_a)
     with pytest.raises(ValueError, match="conv_factors"):
         KFAC(tiny_cnn(), lr=0.1).load_state_dict(saved)
 

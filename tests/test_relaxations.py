@@ -732,9 +732,9 @@ def test_record_control_variate_fisher_factors() -> None:
     (d1,) = torch.autograd.grad((s2.squeeze(-1) * cv.scale).sum(), [s1])
     kfac.step()
     assert kfac.last_step_info["warmup"] == 0.0 and kfac.steps == 1
-    assert torch.allclose(kfac.state[first.weight]["A"], a_first, atol=1e-5)
-    assert torch.allclose(kfac.state[first.weight]["G"], d1.t() @ d1 / (2 * n), atol=1e-6)
-    assert torch.allclose(kfac.state[last.weight]["G"], cv.scale.detach().pow(2).reshape(1, 1), atol=1e-6)
+    assert torch.allclose(kfac.curvature(first).factor_a, a_first, atol=1e-5)
+    assert torch.allclose(kfac.curvature(first).factor_g, d1.t() @ d1 / (2 * n), atol=1e-6)
+    assert torch.allclose(kfac.curvature(last).factor_g, cv.scale.detach().pow(2).reshape(1, 1), atol=1e-6)
     # Step 1 is not a statistics step (stats_interval=2): nothing is recorded.
     assert not kfac.stats_due
     assert not record_control_variate_fisher(kfac, cv, terms.z, terms.z_tilde, obs=obs)

@@ -29,7 +29,7 @@ class InverseStrategy:
     #: ``(inverse_method, damping_type)`` of the strategy
     inverse_method: ClassVar[str]
     damping_type: ClassVar[str]
-    #: the state keys the decomposition occupies
+    #: the keys of the decomposition (in a saved optimizer state, beside the factors)
     keys: ClassVar[tuple[str, ...]]
     #: whether the damping is part of the decomposition (so a new damping needs a new decomposition)
     damping_in_decomposition: ClassVar[bool]
@@ -47,7 +47,7 @@ class InverseStrategy:
     def precondition(self, mat: torch.Tensor, state: dict[str, Any], damping: float) -> torch.Tensor:
         """
         :param mat: the layer's gradient matrix ``V`` (``[out, in (+1)]``)
-        :param state: the layer's state holding the decomposition
+        :param state: the layer's decomposition (what :meth:`decompose` returned)
         :param damping: ``lambda``
         :return: the damped ``F^-1 vec(V)`` as a matrix
         """

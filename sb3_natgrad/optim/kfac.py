@@ -39,6 +39,59 @@ class _Record:
 
 
 @dataclass(eq=False)
+class Curvature:
+    """
+    One covered layer's curvature: its running Kronecker factors and the decomposition in use.
+
+    :meth:`KFAC.state_dict` stores it in the optimizer state of the layer's weight under the keys ``A``, ``G``,
+    ``n_stats``, ``stats_version``, ``has_inverse``, ``inverse_version`` and the inverse strategy's keys, as files
+    did before this record existed.
+    """
+
+    #: the input factor ``A`` (``None``: no statistics yet)
+    factor_a: torch.Tensor | None = None
+    #: the output-gradient factor ``G``
+    factor_g: torch.Tensor | None = None
+    #: batches averaged into the factors since they (re)started (a running mean until it reaches ``stat_decay``)
+    n_stats: int = 0
+    #: batches folded in so far (a decomposition records which factors it was computed from)
+    stats_version: int = 0
+    #: the inverse strategy's decomposition, plus ``inverse_damping`` (``None``: none yet)
+    inverse: dict[str, Any] | None = None
+    #: ``stats_version`` of the factors ``inverse`` was computed from
+    inverse_version: int = -1
+
+    def to_state(self) -> dict[str, Any]:
+        """The optimizer-state entries of this record (the file format)."""
+        state: dict[str, Any] = {}
+        if self.factor_a is not None and self.factor_g is not None:
+            state["A"], state["G"] = self.factor_a, self.factor_g
+        if self.n_stats or self.stats_version:
+            state["n_stats"], state["stats_version"] = self.n_stats, self.stats_version
+        if self.inverse is not None:
+            state.update(self.inverse)
+            state["has_inverse"], state["inverse_version"] = True, self.inverse_version
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], inverse_keys: tuple[str, ...]) -> Curvature:
+        """
+        Take a record's entries out of a layer weight's optimizer state (what :meth:`to_state` wrote).
+
+        :param state: the optimizer state of the layer's weight; the record's entries are removed from it
+        :param inverse_keys: the inverse strategy's keys
+        """
+        record = cls(factor_a=state.pop("A", None), factor_g=state.pop("G", None))
+        record.n_stats = int(state.pop("n_stats", 0))
+        record.stats_version = int(state.pop("stats_version", 0))
+        has_inverse = bool(state.pop("has_inverse", False))
+        record.inverse_version = int(state.pop("inverse_version", -1))
+        inverse = {key: state.pop(key) for key in (*inverse_keys, "inverse_damping") if key in state}
+        record.inverse = inverse if has_inverse else None
+        return record
+
+
+@dataclass(eq=False)
 class _Layer:
     """A covered layer, its forward records and the statistics accumulated for the current step."""
 
@@ -53,6 +106,7 @@ class _Layer:
     a_rows: int = 0
     g_sum: torch.Tensor | None = None
     g_samples: int = 0
+    curvature: Curvature = field(default_factory=Curvature)
 
     def clear(self) -> None:
         self.records = []
@@ -417,6 +471,8 @@ class KFAC(Optimizer):
             self._inverse_future.result()
             self._inverse_future = None
         self.state.clear()
+        for layer in self.layers:
+            layer.curvature = Curvature()
         self._step = 0
         self.counters = dict.fromkeys(self.counters, 0)
         self.last_step_info = {}
@@ -443,18 +499,16 @@ class KFAC(Optimizer):
                 continue
             new_a = layer.a_sum / layer.a_rows
             new_g = layer.g_sum / layer.g_samples
-            state = self.state[layer.weight]
-            n_stats = state.get("n_stats", 0)
-            if n_stats == 0:
-                state["A"] = new_a.clone()
-                state["G"] = new_g.clone()
+            curvature = layer.curvature
+            if curvature.n_stats == 0 or curvature.factor_a is None or curvature.factor_g is None:
+                curvature.factor_a, curvature.factor_g = new_a.clone(), new_g.clone()
             else:
                 # Running mean for the first updates, then the EMA with decay stat_decay.
-                decay = min(self.stat_decay, n_stats / (n_stats + 1))
-                state["A"].mul_(decay).add_(new_a, alpha=1.0 - decay)
-                state["G"].mul_(decay).add_(new_g, alpha=1.0 - decay)
-            state["n_stats"] = n_stats + 1
-            state["stats_version"] = state.get("stats_version", 0) + 1
+                decay = min(self.stat_decay, curvature.n_stats / (curvature.n_stats + 1))
+                curvature.factor_a.mul_(decay).add_(new_a, alpha=1.0 - decay)
+                curvature.factor_g.mul_(decay).add_(new_g, alpha=1.0 - decay)
+            curvature.n_stats += 1
+            curvature.stats_version += 1
 
     # ------------------------------------------------------------------ inverses
 
@@ -480,36 +534,33 @@ class KFAC(Optimizer):
         return None
 
     def _install_inverse(self, layer: _Layer, result: dict[str, Any] | None, stats_version: int) -> None:
-        state = self.state[layer.weight]
+        curvature = layer.curvature
         if result is None:
             self.counters["inverse_fallbacks"] += 1
             # Statistics that cannot be decomposed are restarted from the next batch.
-            state["n_stats"] = 0
-            what = "keeping the previous inverse" if state.get("has_inverse", False) else "using a first-order step"
+            curvature.n_stats = 0
+            what = "keeping the previous inverse" if curvature.inverse is not None else "using a first-order step"
             self._warn_once(
                 f"inverse:{layer.name}",
                 f"KFAC: the curvature factors of layer '{layer.name}' could not be decomposed ({what})",
             )
             return
-        for key in self._inverse.keys:
-            state.pop(key, None)
-        state.update(result)
-        state["has_inverse"] = True
-        state["inverse_version"] = stats_version
+        curvature.inverse = result
+        curvature.inverse_version = stats_version
 
     def _needs_inverse(self, layer: _Layer, damping: float) -> bool:
-        state = self.state[layer.weight]
-        if "A" not in state:
+        curvature = layer.curvature
+        if curvature.factor_a is None:
             return False
-        if not state.get("has_inverse", False):
+        if curvature.inverse is None:
             return True
         kfac_step = self._step - self.warmup_steps
         if kfac_step % self.inverse_interval != 0:
             return False
-        if state.get("inverse_version", -1) != state.get("stats_version", 0):
+        if curvature.inverse_version != curvature.stats_version:
             return True
         # Factored damping is part of the decomposition: recompute if lambda changed.
-        return self._inverse.damping_in_decomposition and state.get("inverse_damping") != damping
+        return self._inverse.damping_in_decomposition and curvature.inverse.get("inverse_damping") != damping
 
     def _update_inverses(self) -> None:
         damping = self._layer_damping()
@@ -517,23 +568,21 @@ class KFAC(Optimizer):
         due = [layer for layer in self.layers if self._needs_inverse(layer, damping)]
         if not due:
             return
-        first_time = [layer for layer in due if not self.state[layer.weight].get("has_inverse", False)]
+        first_time = [layer for layer in due if layer.curvature.inverse is None]
         background = [layer for layer in due if layer not in first_time] if self.async_inverse else []
         for layer in due:
             if layer in background:
                 continue
-            state = self.state[layer.weight]
-            self._install_inverse(layer, self._decompose(state["A"], state["G"], damping), state["stats_version"])
+            curvature = layer.curvature
+            assert curvature.factor_a is not None and curvature.factor_g is not None
+            result = self._decompose(curvature.factor_a, curvature.factor_g, damping)
+            self._install_inverse(layer, result, curvature.stats_version)
         if background and self._inverse_future is None:
-            jobs = [
-                (
-                    layer,
-                    self.state[layer.weight]["A"].clone(),
-                    self.state[layer.weight]["G"].clone(),
-                    self.state[layer.weight]["stats_version"],
-                )
-                for layer in background
-            ]
+            jobs = []
+            for layer in background:
+                curvature = layer.curvature
+                assert curvature.factor_a is not None and curvature.factor_g is not None
+                jobs.append((layer, curvature.factor_a.clone(), curvature.factor_g.clone(), curvature.stats_version))
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kfac-inverse")
             self._inverse_future = self._executor.submit(
@@ -556,12 +605,12 @@ class KFAC(Optimizer):
 
     def _precondition(self, layer: _Layer, grads: dict[int, torch.Tensor], damping: float) -> bool:
         """Replace the layer's entries of ``grads`` by ``F^-1 g``; ``False`` if the layer has no inverse."""
-        state = self.state[layer.weight]
-        if not state.get("has_inverse", False):
+        inverse = layer.curvature.inverse
+        if inverse is None:
             return False
         bias_grad = grads.get(id(layer.bias)) if layer.bias is not None else None
         mat = kronecker.weight_grad_matrix(grads[id(layer.weight)], bias_grad)
-        nat = self._inverse.precondition(mat, state, damping)
+        nat = self._inverse.precondition(mat, inverse, damping)
         weight_nat, bias_nat = kronecker.split_weight_grad_matrix(nat, layer.weight.shape, bias_grad is not None)
         grads[id(layer.weight)] = weight_nat
         if bias_nat is not None:
@@ -668,7 +717,7 @@ class KFAC(Optimizer):
         self, grads: dict[int, torch.Tensor], lr: float, kl_clip: float | None
     ) -> tuple[dict[int, torch.Tensor], dict[str, float]]:
         """``nu F^-1 g`` layer by layer, with the trust-region factor ``nu`` (Wu et al. 2017, §3.2)."""
-        if not any("A" in self.state[layer.weight] for layer in self.layers):
+        if not any(layer.curvature.factor_a is not None for layer in self.layers):
             raise RuntimeError(
                 "KFAC.step() was called after the warm-up but no curvature statistics were ever recorded: "
                 "run the model forward in training mode and pass the sampled-Fisher loss to "
@@ -716,8 +765,25 @@ class KFAC(Optimizer):
         """The optimizer state, plus K-FAC's step counter and fault counters under the key ``"kfac"``."""
         self._collect_async_inverses(wait=True)
         state = super().state_dict()
+        for layer in self.layers:
+            entries = layer.curvature.to_state()
+            if entries:
+                index = self._param_index(layer.name)
+                state["state"][index] = {**state["state"].get(index, {}), **entries}
         state["kfac"] = {"step": self._step, "counters": dict(self.counters), "conv_factors": self.conv_factors}
         return state
+
+    def curvature(self, layer: str | nn.Module) -> Curvature:
+        """
+        A covered layer's curvature record (factors and decomposition), live.
+
+        :param layer: the layer's name in ``model.named_modules()``, or the module
+        :raises KeyError: for a layer K-FAC does not cover
+        """
+        for covered in self.layers:
+            if covered.name == layer or covered.module is layer:
+                return covered.curvature
+        raise KeyError(f"KFAC does not cover the layer {layer!r} (covered: {[covered.name for covered in self.layers]})")
 
     @property
     def conv_factors(self) -> dict[str, str]:
@@ -748,6 +814,10 @@ class KFAC(Optimizer):
                 f"(layer: (saved, this optimizer)): {mismatch}; build the optimizer with conv_factors={saved or 'expand'}"
             )
         super().load_state_dict(state_dict)
+        for layer in self.layers:
+            layer.curvature = Curvature.from_state(self.state[layer.weight], self._inverse.keys)
+            if not self.state[layer.weight]:
+                del self.state[layer.weight]
         if extra is not None:
             self._step = int(extra["step"])
             self.counters.update({k: int(v) for k, v in extra["counters"].items()})
