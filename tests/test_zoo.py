@@ -452,6 +452,15 @@ BAD_INPUTS = [
     ),
     pytest.param(["train", "-n", "10", "--trial-id", "0"], {}, ["--trial-id 0 needs --storage and --study-name"], id="trial"),
     pytest.param(
+        ["train", "-n", "10", "--trial-id", "0", "--study", "x"], {}, ["needs --storage and --study-name"], id="trial-study"
+    ),
+    pytest.param(  # abbreviated as rl-zoo3 accepts them: the trial is looked up (and is missing)
+        ["train", "-n", "10", "--trial-id", "0", "--stor", "s.log", "--study", "x"],
+        {},
+        ["cannot load trial 0 of study 'x' from s.log"],
+        id="trial-abbreviated",
+    ),
+    pytest.param(
         ["train", "-n", "10", "--trial-id", "-1", "--storage", "s.log", "--study-name", "x"],
         {},
         ["--trial-id -1: expected a trial number >= 0"],
@@ -656,6 +665,37 @@ def test_ctrl_c_saves_the_model_and_says_how_to_continue(tmp_path) -> None:
     done = ACKTR.load(tmp_path / saved, device="cpu").num_timesteps
     assert done > 0
     assert f" -n {10_000_000 - done}" in stderr  # the steps still to go: the schedules end where they were planned to
+
+
+@pytest.mark.bad_input
+def test_ctrl_c_in_a_terminal_with_subprocess_envs_still_saves_the_model(tmp_path) -> None:
+    # A terminal's Ctrl-C reaches the whole process group: SubprocVecEnv's workers die too, and the next env step of
+    # the main process fails with EOFError / BrokenPipeError, which rl-zoo3 does not catch (nothing was saved).
+    command = ["train", "--algo", "acktr", "--env", "CartPole-v1", "-n", "10000000", "-f", "logs", "--eval-freq", "-1"]
+    process = subprocess.Popen(
+        [*CLI, *command, "--vec-env", "subproc"],
+        cwd=tmp_path,
+        env=_environ(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith("Log path"):
+                break
+        time.sleep(3)  # inside learn()
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=TIMEOUT)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    saved = "logs/acktr/CartPole-v1_1/CartPole-v1.zip"
+    assert process.returncode == 130, stderr[-3000:]
+    assert f"the model was saved to {saved}" in stderr
+    assert ACKTR.load(tmp_path / saved, device="cpu").num_timesteps > 0
 
 
 @pytest.mark.bad_input

@@ -78,25 +78,33 @@ def _non_finite_observation(obs: Any) -> str | None:
 def _out_of_range_observation(obs: Any, space: spaces.Space) -> str | None:
     """
     ``"env 3 (5 is not in Discrete(4))"`` for the first observation of a Discrete / MultiDiscrete / MultiBinary space
-    (or such a key of a Dict space) outside it, which SB3's one-hot encoding rejects deep inside torch; else ``None``.
+    (or such a key of a Dict space) outside what SB3's one-hot encoding takes (``0 .. n - 1``: it ignores ``start``),
+    which fails deep inside torch; else ``None`` (also when the observations cannot be read).
     """
-    parts = [(key, obs[key], space[key]) for key in space.spaces] if isinstance(space, spaces.Dict) else [(None, obs, space)]
-    for key, value, subspace in parts:
-        if isinstance(subspace, spaces.Discrete):
-            low, high = subspace.start, subspace.start + subspace.n - 1
-        elif isinstance(subspace, spaces.MultiDiscrete):
-            low, high = subspace.start, subspace.start + subspace.nvec - 1
-        elif isinstance(subspace, spaces.MultiBinary):
-            low, high = 0, 1
-        else:
-            continue
-        array = np.asarray(value)
-        batch = array.reshape(array.shape[0], -1)
-        bad = ((batch < np.reshape(low, -1)) | (batch > np.reshape(high, -1))).any(axis=1)
-        if bad.any():
-            index = int(np.flatnonzero(bad)[0])
-            shown = array[index].tolist()
-            return f"env {index}" + ("" if key is None else f", key {key!r}") + f" ({shown} is not in {subspace})"
+    try:
+        parts = (
+            [(key, obs[key], space[key]) for key in space.spaces] if isinstance(space, spaces.Dict) else [(None, obs, space)]
+        )
+        for key, value, subspace in parts:
+            if isinstance(subspace, spaces.Discrete):
+                high = np.asarray(subspace.n) - 1
+            elif isinstance(subspace, spaces.MultiDiscrete):
+                high = np.asarray(subspace.nvec) - 1
+            elif isinstance(subspace, spaces.MultiBinary):
+                high = np.asarray(1)
+            else:
+                continue
+            array = np.asarray(value)
+            batch = array.reshape(array.shape[0], -1)
+            bad = ((batch < 0) | (batch > high.reshape(-1))).any(axis=1)
+            if bad.any():
+                index = int(np.flatnonzero(bad)[0])
+                where = f"env {index}" + ("" if key is None else f", key {key!r}")
+                start = getattr(subspace, "start", 0)
+                space_text = str(subspace) if not np.any(start) else f"{subspace}, which SB3 encodes as 0 .. n - 1"
+                return f"{where} ({array[index].tolist()} is not in {space_text})"
+    except Exception:  # never hide the original error behind a failure of this diagnosis
+        return None
     return None
 
 
@@ -440,6 +448,8 @@ class NaturalGradientAlgorithm(LogScheduleMixin, OnPolicyAlgorithm):
         try:
             handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial.zip")
         except OSError as exc:  # e.g. a read-only folder: name the model file, not the temporary one
+            if exc.errno is None:
+                raise OSError(f"cannot write a model file in {target.parent} ({target}): {exc}") from None
             raise type(exc)(exc.errno, f"{exc.strerror}: cannot write a model file in {target.parent}", str(target)) from None
         os.close(handle)
         try:

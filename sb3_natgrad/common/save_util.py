@@ -19,8 +19,8 @@ def damaged_entry(archive: zipfile.ZipFile) -> str | None:
             with archive.open(info) as entry:
                 while entry.read(1 << 20):
                     pass
-        except (zipfile.BadZipFile, zlib.error, EOFError):
-            return info.filename
+        except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError):
+            return info.filename  # also an encrypted entry, or one of a compression zipfile cannot read
     return None
 
 

@@ -144,8 +144,6 @@ _TRAIN_OPTIONS = [
     (("-n", "--n-timesteps"), dict(type=int, default=-1)),  # rl-zoo3's default -1: the entry's n_timesteps
     (("-params", "--hyperparams"), dict(nargs="+", default=None)),
     (("--trial-id",), dict(type=int, default=None)),
-    (("--storage",), dict(default=None)),
-    (("--study-name",), dict(default=None)),
 ]
 _LOAD_OPTIONS = [
     *_ALGO_ENV_OPTIONS,
@@ -162,6 +160,12 @@ def _with_default_algo(argv: list[str], known: argparse.Namespace | None) -> lis
     if known is not None and known.algo is None:
         return ["--algo", DEFAULT_ALGO, *argv]
     return argv
+
+
+def _flag_given(argv: Sequence[str], flag: str) -> bool:
+    """Whether ``flag`` is in ``argv``, also abbreviated as rl-zoo3's parser accepts it (``--study`` for ``--study-name``)."""
+    names = {arg.split("=", 1)[0] for arg in argv if arg.startswith("--") and len(arg.split("=", 1)[0]) > 3}
+    return any(flag.startswith(name) for name in names)
 
 
 def _check_algo(algo: str) -> None:
@@ -315,7 +319,7 @@ def train(argv: list[str]) -> None:
         # rl-zoo3 ignores --trial-id without a study to read it from, and reads study.trials[-1] for -1
         if known.trial_id < 0:
             raise ZooError(f"--trial-id {known.trial_id}: expected a trial number >= 0")
-        if not (known.storage and known.study_name):
+        if not (_flag_given(argv, "--storage") and _flag_given(argv, "--study-name")):
             raise ZooError(f"--trial-id {known.trial_id} needs --storage and --study-name: the study that holds the trial")
     if known is not None and known.trained_agent:
         if not known.trained_agent.endswith(".zip"):

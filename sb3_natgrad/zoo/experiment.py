@@ -82,12 +82,13 @@ class StopOnInterrupt(BaseCallback):
         try:
             previous = signal.signal(signal.SIGINT, self._handle)
         except ValueError:  # not the main thread
-            previous = None
+            yield
+            return
         try:
             yield
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            # None: the previous handler was not installed from Python; the default is the closest to it
+            signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
 
 
 class NatgradExperimentManager(ExperimentManager):
@@ -141,6 +142,11 @@ class NatgradExperimentManager(ExperimentManager):
         try:
             with stop.installed():
                 super().learn(model)
+        except (EOFError, BrokenPipeError, ConnectionResetError):
+            # A terminal's Ctrl-C also reaches SubprocVecEnv's workers, which die: the next step (or close) of the
+            # envs fails. The model itself is consistent (the last update was whole): save it as for Ctrl-C.
+            if not stop.interrupted:
+                raise
         finally:
             self.callbacks.remove(stop)
             if stop.interrupted:

@@ -92,8 +92,26 @@ def _write_policy_only(model: BaseAlgorithm, source: str, target: str) -> list[s
                 content = json.dumps(data, indent=4).encode()
             elif item.filename in reset:
                 content = reset[item.filename]
+            item.compress_type = zipfile.ZIP_DEFLATED  # writestr keeps the ZipInfo's own (SB3 stores uncompressed)
             stripped.writestr(item, content)
     return sorted(name[: -len(".pth")] for name in reset)
+
+
+def _ship_policy_only(
+    model: BaseAlgorithm, model_path: str, shipped: str, env: VecEnv, device: str
+) -> tuple[BaseAlgorithm, list[str]]:
+    """
+    :func:`_write_policy_only` into ``shipped``, then that file loaded (the evaluation runs the file that is shipped,
+    which also proves that it loads); closes ``env`` on failure.
+
+    :return: the loaded model and the names of the optimizer states that were reset
+    """
+    try:
+        reset_states = _write_policy_only(model, model_path, shipped)
+        return type(model).load(shipped, env=env, device=device, custom_objects=_INFERENCE_OBJECTS), reset_states
+    except (OSError, ValueError, RuntimeError, KeyError, zipfile.BadZipFile) as exc:
+        env.close()
+        raise HubError(f"cannot write a policy-only copy of {model_path}: {one_line(exc)}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -641,7 +659,7 @@ def package(
             raise HubError(f"cannot load {model_path} as a {algo} model: {one_line(exc)}") from None
         reset_states: list[str] = []
         if policy_only:
-            reset_states = _write_policy_only(model, model_path, os.path.join(build, f"{stem}.zip"))
+            model, reset_states = _ship_policy_only(model, model_path, os.path.join(build, f"{stem}.zip"), env, device)
             _say(verbose, f"Policy only: reset {', '.join(reset_states) or 'no optimizer state'}")
         seeds = [eval_seed + index for index in range(n_eval_episodes)]
         _say(
