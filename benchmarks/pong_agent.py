@@ -108,36 +108,16 @@ def run(args: argparse.Namespace) -> None:
     print(f"chunk {index} from {start} steps: {' '.join(command)}", flush=True)
     began = time.time()
     deadline = began + 60 * args.minutes
-    reason = "finished"
     env = dict(os.environ, OMP_NUM_THREADS=str(args.num_threads), MKL_NUM_THREADS=str(args.num_threads))
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        assert process.stdout is not None
-        text: list[str] = []
-        interrupted = False
-        for line in process.stdout:
-            log.write(line)
-            log.flush()
-            text.append(line)
-            if interrupted or not line.startswith("---"):
-                continue
-            points = parse_log("".join(text[-60:]))
-            mean = points[-1][1] if points else None
-            if mean is not None and mean >= args.stop_at:
-                reason = f"training mean {mean} >= {args.stop_at}"
-            elif time.time() > deadline:
-                reason = f"time limit of {args.minutes} minutes"
-            else:
-                continue
-            print(f"stopping chunk {index}: {reason}", flush=True)
-            process.send_signal(signal.SIGINT)
-            interrupted = True
-        code = process.wait()
-    if code not in (0, 130):
+    code, run_folder, reason = _train(command, env, log_path, deadline, args.stop_at, args.minutes)
+    if code not in (0, 130) or run_folder is None:
         sys.exit(f"chunk {index} failed with exit code {code}; see {log_path}")
-    runs = sorted(pathlib.Path(args.logs, ALGO).glob(f"{ENV}_*"), key=lambda p: int(p.name.rsplit("_", 1)[1]))
-    saved = runs[-1] / f"{ENV}.zip"
+    saved = run_folder / f"{ENV}.zip"
+    if not saved.exists():
+        sys.exit(f"chunk {index}: {saved} was not written; see {log_path}")
     end = model_timesteps(saved)
+    if end <= start:
+        sys.exit(f"chunk {index}: {saved} is at {end} steps, not beyond the checkpoint's {start}")
     tmp = checkpoint.with_suffix(".zip.tmp")
     shutil.copyfile(saved, tmp)
     os.replace(tmp, checkpoint)
@@ -154,6 +134,62 @@ def run(args: argparse.Namespace) -> None:
     )
     _write_json(out / "status.json", status)
     print(f"chunk {index}: {start} -> {end} steps in {time.time() - began:.0f} s ({reason}); model in {checkpoint}")
+
+
+def _train(
+    command: list[str], env: dict[str, str], log_path: pathlib.Path, deadline: float, stop_at: float, minutes: float
+) -> tuple[int, pathlib.Path | None, str]:
+    """
+    Run one ``train`` command, its output into ``log_path``; SIGINT it (it then saves at the next env step) at the
+    deadline, once the training mean reaches ``stop_at``, or when this script gets Ctrl-C / SIGTERM / SIGHUP.
+
+    :return: the exit code, the run folder (``Log path:`` of the output) and why the chunk ended
+    """
+    reason = "finished"
+    # Its own session: a Ctrl-C or hang-up meant for this script reaches the training only as the one SIGINT sent
+    # below.
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+    )
+    run_folder: pathlib.Path | None = None
+    interrupted = False
+
+    def stop(why: str) -> None:
+        nonlocal interrupted, reason
+        if not interrupted:
+            reason, interrupted = why, True
+            print(f"stopping: {why}", flush=True)
+            process.send_signal(signal.SIGINT)
+
+    def terminated(signum: int, frame: Any) -> None:
+        stop(f"signal {signal.Signals(signum).name} to this script")
+
+    for name in ("SIGTERM", "SIGHUP"):
+        signal.signal(getattr(signal, name), terminated)
+    assert process.stdout is not None
+    with open(log_path, "w") as log:
+        tail: list[str] = []
+        while True:
+            try:
+                line = process.stdout.readline()
+            except KeyboardInterrupt:
+                stop("Ctrl-C to this script")
+                continue
+            if not line:
+                break
+            log.write(line)
+            log.flush()
+            tail = [*tail[-59:], line]
+            if line.startswith("Log path:"):
+                run_folder = pathlib.Path(line.split(":", 1)[1].strip())
+            if interrupted or not line.startswith("---"):
+                continue
+            points = parse_log("".join(tail))
+            if points and points[-1][1] >= stop_at:
+                stop(f"training mean {points[-1][1]} >= {stop_at}")
+            elif time.time() > deadline:
+                stop(f"time limit of {minutes} minutes")
+    return process.wait(), run_folder, reason
 
 
 def summarize(args: argparse.Namespace) -> None:
