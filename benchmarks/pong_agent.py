@@ -201,7 +201,8 @@ def summarize(args: argparse.Namespace) -> None:
         points = parse_log((out / chunk["log"]).read_text())
         curve += points
         steps = chunk["end_timesteps"] - chunk["start_timesteps"]
-        rate = steps / chunk["wall_seconds"] if chunk["wall_seconds"] else float("nan")
+        running = chunk["wall_seconds"] - chunk.get("paused_seconds", 0.0)  # a chunk paused by hand records how long
+        rate = steps / running if running > 0 else float("nan")
         last = f"{points[-1][1]:.1f}" if points else "-"
         rows.append(
             f"| {number} | {chunk['start_timesteps']:,} | {chunk['end_timesteps']:,} | {chunk['wall_seconds'] / 60:.0f} "
@@ -219,7 +220,7 @@ def summarize(args: argparse.Namespace) -> None:
         if curve
         else "No chunk has run yet.",
         "",
-        "| chunk | from | to | minutes | steps/s (wall) | last training mean | ended |",
+        "| chunk | from | to | minutes | steps/s (wall, without pauses) | last training mean | ended |",
         "|---|---:|---:|---:|---:|---:|---|",
         *rows,
         "",
