@@ -336,6 +336,30 @@ def test_an_unsupported_space_is_named_by_every_algorithm(algo: type, env_class:
         algo(policy, env_class())
 
 
+class LooseBoxEnv(gym.Env):
+    """Float64 observations of a float32 ``Box(-1, 1)`` space, up to 100x outside its bounds (as many real envs)."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.np_random.normal(0.0, 30.0, 3), {}
+
+    def step(self, action):
+        return self.np_random.normal(0.0, 30.0, 3), float(action), False, False, {}
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("algo", ALGOS, ids=lambda a: a.__name__)
+def test_box_observations_outside_their_bounds_or_of_another_dtype_are_used_as_given(algo: type) -> None:
+    # The documented recovery (as SB3): no error, no skipped update, finite parameters.
+    model = algo("MlpPolicy", DummyVecEnv([LooseBoxEnv]), seed=0, device="cpu", **SMALL[algo])
+    model.learn(model.n_steps * 3)
+    assert model.skipped_updates == 0
+    assert all(th.isfinite(p).all() for p in model.policy.parameters())
+
+
 class CountingEnv(gym.Env):
     """Observation ``Discrete(4)``: the step count, which leaves the space after 3 steps (a buggy env)."""
 
