@@ -550,18 +550,20 @@ def test_lr_is_read_from_param_groups():
 # ---------------------------------------------------------------------------------------------- persistence
 
 
+def train_step(m: nn.Module, o: KFAC, x: torch.Tensor) -> None:
+    """One step on a cross-entropy loss with statistics (the sampled-Fisher pass of ``record_batch``)."""
+    logits = record_batch(o, m, x, seed=11)
+    o.zero_grad()
+    (logits.logsumexp(-1) - logits[:, 0]).mean().backward()
+    o.step()
+
+
 @pytest.mark.parametrize("method", ["eigen", "cholesky"])
 def test_state_dict_round_trip_takes_identical_next_step(method):
     model = tiny_cnn()
     opt = KFAC(model, lr=0.2, momentum=0.9, inverse_method=method, inverse_interval=2, warmup_steps=1)
     gen = torch.Generator().manual_seed(0)
     batches = [torch.randn(5, 2, 8, 8, dtype=torch.float64, generator=gen) for _ in range(5)]
-
-    def train_step(m: nn.Module, o: KFAC, x: torch.Tensor) -> None:
-        logits = record_batch(o, m, x, seed=11)
-        o.zero_grad()
-        (logits.logsumexp(-1) - logits[:, 0]).mean().backward()
-        o.step()
 
     for x in batches[:4]:
         train_step(model, opt, x)
@@ -630,12 +632,6 @@ def test_reset_equals_a_new_optimizer_on_the_same_weights():
     opt = KFAC(model, **settings)
     gen = torch.Generator().manual_seed(0)
     batches = [torch.randn(5, 2, 8, 8, dtype=torch.float64, generator=gen) for _ in range(8)]
-
-    def train_step(m: nn.Module, o: KFAC, x: torch.Tensor) -> None:
-        logits = record_batch(o, m, x, seed=11)
-        o.zero_grad()
-        (logits.logsumexp(-1) - logits[:, 0]).mean().backward()
-        o.step()
 
     for x in batches[:5]:
         train_step(model, opt, x)

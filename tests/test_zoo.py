@@ -638,15 +638,17 @@ def test_sampler_and_converter_build_the_algorithm(entry: ZooAlgorithm) -> None:
         assert set(converted) == set(kwargs)
 
 
-@pytest.mark.bad_input
-def test_ctrl_c_saves_the_model_and_says_how_to_continue(tmp_path) -> None:
+def _train_then_ctrl_c(cwd, *extra: str, process_group: bool = False) -> tuple[int, str, str]:
+    """Start a long ``train`` in ``cwd``, send SIGINT (to its process group, as a terminal does) once it is in learn()."""
+    command = ["train", "--algo", "acktr", "--env", "CartPole-v1", "-n", "10000000", "-f", "logs", "--eval-freq", "-1"]
     process = subprocess.Popen(
-        [*CLI, "train", "--algo", "acktr", "--env", "CartPole-v1", "-n", "10000000", "-f", "logs", "--eval-freq", "-1"],
-        cwd=tmp_path,
+        [*CLI, *command, *extra],
+        cwd=cwd,
         env=_environ(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=process_group,
     )
     try:
         assert process.stdout is not None
@@ -654,13 +656,22 @@ def test_ctrl_c_saves_the_model_and_says_how_to_continue(tmp_path) -> None:
             if line.startswith("Log path"):
                 break
         time.sleep(3)  # inside learn()
-        process.send_signal(signal.SIGINT)
+        if process_group:
+            os.killpg(process.pid, signal.SIGINT)
+        else:
+            process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=TIMEOUT)
     finally:
         if process.poll() is None:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL) if process_group else process.kill()
+    return process.returncode, stdout, stderr
+
+
+@pytest.mark.bad_input
+def test_ctrl_c_saves_the_model_and_says_how_to_continue(tmp_path) -> None:
+    returncode, stdout, stderr = _train_then_ctrl_c(tmp_path)
     saved = "logs/acktr/CartPole-v1_1/CartPole-v1.zip"
-    result = SimpleNamespace(returncode=process.returncode, stdout=stdout, stderr=stderr)
+    result = SimpleNamespace(returncode=returncode, stdout=stdout, stderr=stderr)
     assert_one_line_error(result, "train", "interrupted at", f"the model was saved to {saved}", f"-i {saved}", code=130)
     done = ACKTR.load(tmp_path / saved, device="cpu").num_timesteps
     assert done > 0
@@ -671,29 +682,9 @@ def test_ctrl_c_saves_the_model_and_says_how_to_continue(tmp_path) -> None:
 def test_ctrl_c_in_a_terminal_with_subprocess_envs_still_saves_the_model(tmp_path) -> None:
     # A terminal's Ctrl-C reaches the whole process group: SubprocVecEnv's workers die too, and the next env step of
     # the main process fails with EOFError / BrokenPipeError, which rl-zoo3 does not catch (nothing was saved).
-    command = ["train", "--algo", "acktr", "--env", "CartPole-v1", "-n", "10000000", "-f", "logs", "--eval-freq", "-1"]
-    process = subprocess.Popen(
-        [*CLI, *command, "--vec-env", "subproc"],
-        cwd=tmp_path,
-        env=_environ(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            if line.startswith("Log path"):
-                break
-        time.sleep(3)  # inside learn()
-        os.killpg(process.pid, signal.SIGINT)
-        _, stderr = process.communicate(timeout=TIMEOUT)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+    returncode, _, stderr = _train_then_ctrl_c(tmp_path, "--vec-env", "subproc", process_group=True)
     saved = "logs/acktr/CartPole-v1_1/CartPole-v1.zip"
-    assert process.returncode == 130, stderr[-3000:]
+    assert returncode == 130, stderr[-3000:]
     assert f"the model was saved to {saved}" in stderr
     assert ACKTR.load(tmp_path / saved, device="cpu").num_timesteps > 0
 
