@@ -13,11 +13,13 @@ Each chunk is one real ``sb3-natgrad train`` command, the first one
 
 and every later one the same with ``-i <out>/checkpoint.zip -n <T - t>`` (``T``: the entry's ``n_timesteps``, ``t``:
 the checkpoint's timesteps), so that ``num_timesteps`` and the linear learning-rate decay continue where the last
-chunk stopped (``sb3-natgrad train -i`` continues the timestep count). A chunk ends after ``--minutes`` or once the
-training mean reaches ``--stop-at``: the script sends SIGINT, the command saves the model, and the script copies it to
-``<out>/checkpoint.zip`` (kept in git, so the next session continues from it) and the chunk's output to
-``<out>/chunk<k>.log``. The training mean is SB3's ``rollout/ep_rew_mean`` (the last 100 finished games, full games:
-the Monitor sits inside the Atari wrapper), read from the command's own log every ``--log-interval`` updates.
+chunk stopped (``sb3-natgrad train -i`` continues the timestep count). ``--params KEY:VALUE ...`` (train's
+``-params``) overrides entry values; the first chunk fixes them for every later chunk of the same ``--out``. A chunk
+ends after ``--minutes`` or once the training mean reaches ``--stop-at``: the script sends SIGINT, the command saves
+the model, and the script copies it to ``<out>/checkpoint.zip`` (kept in git, so the next session continues from it)
+and the chunk's output to ``<out>/chunk<k>.log``. The training mean is SB3's ``rollout/ep_rew_mean`` (the last 100
+finished games, full games: the Monitor sits inside the Atari wrapper), read from the command's own log every
+``--log-interval`` updates.
 
 A resumed chunk restarts the 32 games (the envs are new) from the saved weights, K-FAC state and RNG states; its curve
 continues the previous one (``summarize`` draws the chunks in one plot with their boundaries).
@@ -95,6 +97,14 @@ def run(args: argparse.Namespace) -> None:
     command = [args.cli, "train", "--algo", ALGO, "--env", ENV, "--seed", str(args.seed), "-f", args.logs]
     command += ["--eval-freq", "-1", "--save-freq", str(args.save_freq), "--log-interval", "10"]
     command += ["--num-threads", str(args.num_threads)]
+    params = status.get("params", []) if status["chunks"] else list(args.params)
+    if status["chunks"] and args.params and list(args.params) != params:
+        sys.exit(
+            f"{out} was trained with --params {' '.join(params) or '(none)'}; "
+            f"a chunk cannot change them to {' '.join(args.params)}"
+        )
+    if params:
+        command += ["-params", *params]
     start = 0
     if status["chunks"]:
         if not checkpoint.exists():
@@ -121,6 +131,7 @@ def run(args: argparse.Namespace) -> None:
     tmp = checkpoint.with_suffix(".zip.tmp")
     shutil.copyfile(saved, tmp)
     os.replace(tmp, checkpoint)
+    status["params"] = params
     status.setdefault("provenance", []).append(provenance())
     status["chunks"].append(
         {
@@ -260,6 +271,9 @@ def main() -> None:
     run_parser.add_argument("--logs", default="logs/pong", help="train's -f folder")
     run_parser.add_argument("--cli", default="sb3-natgrad")
     run_parser.add_argument("--out", default=DEFAULT_OUT)
+    run_parser.add_argument(
+        "--params", nargs="+", default=[], metavar="KEY:VALUE", help="train's -params, fixed by the first chunk of --out"
+    )
     summary = commands.add_parser("summarize", help="README.md and curve.png from the chunk logs")
     summary.add_argument("--target", type=float, default=18.0)
     summary.add_argument("--out", default=DEFAULT_OUT)

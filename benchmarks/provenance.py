@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any
 
-PACKAGES = ("sb3-natgrad", "stable_baselines3", "sb3_contrib", "rl_zoo3", "torch", "gymnasium", "numpy", "minatar")
+PACKAGES = ("sb3-natgrad", "stable_baselines3", "sb3_contrib", "rl_zoo3", "torch", "gymnasium", "numpy", "minatar", "ray")
 
 
 def provenance() -> dict[str, Any]:

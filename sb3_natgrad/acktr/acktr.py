@@ -22,6 +22,7 @@ from sb3_natgrad.common.on_policy import (
 )
 from sb3_natgrad.common.schedules import LinearDecay
 from sb3_natgrad.optim import KFAC
+from sb3_natgrad.optim.fisher import critic_sampled_log_likelihood
 from sb3_natgrad.optim.kfac import check_kfac_arguments
 
 #: ACKTR's names of K-FAC's arguments (for the errors of :func:`~sb3_natgrad.optim.kfac.check_kfac_arguments`)
@@ -258,9 +259,7 @@ class ACKTR(NaturalGradientAlgorithm):
                 else:
                     self.bellman_error_var = self.stat_decay * self.bellman_error_var + (1 - self.stat_decay) * batch_var
             variance = max(self.bellman_error_var or 1.0, 1e-8)
-        # log N(v~ | V, sigma^2) with v~ = V + sigma * eps, up to a constant: -(v~ - V)^2 / (2 sigma^2)
-        sampled_values = values.detach() + np.sqrt(variance) * th.randn_like(values)
-        vf_fisher = -((values - sampled_values) ** 2).mean() / (2.0 * variance)
+        vf_fisher = critic_sampled_log_likelihood(values, variance).mean()
         return pg_fisher + self.vf_fisher_coef * vf_fisher
 
     def train(self) -> None:

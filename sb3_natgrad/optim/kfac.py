@@ -203,6 +203,13 @@ class KFAC(Optimizer):
         exact where the positions are pooled before the loss). Definitions in :mod:`sb3_natgrad.optim.kronecker`.
         A mapping ``{conv layer name: mode}`` sets single layers (the others use ``"expand"``). Linear layers are
         not affected, so the option does nothing on a model without convolutions
+    :param statistics_reducer: data-parallel training (several processes, each with a shard of the batch and the
+        same parameters): a callable that replaces, in place, each tensor of the list it is given by its sum over
+        the processes, e.g. :func:`sb3_natgrad.optim.distributed.all_reduce_sum`. It is called once per step that
+        folds statistics, on every process with the same list (every covered layer's sums of ``A`` and ``G`` rows,
+        zeros where a process has none, and the row counts), so each process folds the statistics of the whole
+        batch and the factors, decompositions and steps stay identical wherever the gradients are (as under
+        ``DistributedDataParallel``). ``None``: this process's statistics only. Also settable as an attribute
     """
 
     def __init__(
@@ -225,6 +232,7 @@ class KFAC(Optimizer):
         async_inverse: bool = False,
         skip_modules: tuple[str, ...] | list[str] = (),
         conv_factors: str | Mapping[str, str] = "expand",
+        statistics_reducer: Callable[[list[torch.Tensor]], None] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"KFAC needs the nn.Module to optimise (it hooks its layers), got {type(model).__name__}")
@@ -264,6 +272,9 @@ class KFAC(Optimizer):
         self.stats_batch_size = stats_batch_size
         self.stats_dtype = resolve_stats_dtype(stats_dtype)
         self.async_inverse = async_inverse
+        if statistics_reducer is not None and not callable(statistics_reducer):
+            raise TypeError(f"KFAC: statistics_reducer must be callable, got {type(statistics_reducer).__name__}")
+        self.statistics_reducer = statistics_reducer
 
         unknown = set(skip_modules) - {name for name, _ in model.named_modules()}
         if unknown:
@@ -367,13 +378,24 @@ class KFAC(Optimizer):
             layer.record_step = self._step
         layer.records.append(_Record(inputs=inputs[0].detach(), output=output))
 
-    def _accumulate(self, layer: _Layer, record: _Record, grad_output: torch.Tensor, batch_averaged: bool) -> None:
-        """Add one recorded call's contribution to the layer's A and G sums."""
+    def _accumulate(
+        self,
+        layer: _Layer,
+        record: _Record,
+        grad_output: torch.Tensor,
+        batch_averaged: bool,
+        sample_mask: torch.Tensor | None = None,
+    ) -> None:
+        """Add one recorded call's contribution to the layer's A and G sums (only the masked-in samples)."""
         if record.used:
             return
         record.used = True
         x = record.inputs
         grad_output = grad_output.detach()
+        if sample_mask is not None:
+            x, grad_output = x[sample_mask], grad_output[sample_mask]
+            if x.shape[0] == 0:
+                return
         n_samples = x.shape[0] if x.dim() > 1 else 1
         if batch_averaged:
             # The Fisher loss was a mean over the batch: undo the 1/B on every sample's derivative.
@@ -428,7 +450,9 @@ class KFAC(Optimizer):
         with torch.no_grad():
             self._accumulate(layer, record, grad, batch_averaged)
 
-    def record_fisher(self, fisher_loss: torch.Tensor, batch_averaged: bool = True) -> None:
+    def record_fisher(
+        self, fisher_loss: torch.Tensor, batch_averaged: bool = True, sample_mask: torch.Tensor | None = None
+    ) -> None:
         """
         Accumulate ``G`` from the sampled-Fisher loss (Wu et al. 2017, §3.1) without computing weight gradients.
 
@@ -437,11 +461,23 @@ class KFAC(Optimizer):
         are dropped from ``A`` as well, so both factors see the same rows.
 
         :param fisher_loss: scalar, e.g. the batch mean of ``log pi(a~|s)`` with ``a~`` sampled from the policy
-        :param batch_averaged: the loss is a mean over the batch (``True``) or a sum (``False``)
+        :param batch_averaged: the loss is a mean over the (masked-in) samples (``True``) or a sum (``False``)
+        :param sample_mask: boolean ``[batch]`` tensor: only these samples enter ``A`` and ``G`` (e.g. without the
+            padding rows of a batch of sequences). Every recorded call that reaches the loss must have the batch as
+            its first dimension. ``None``: all samples
         """
         if not isinstance(fisher_loss, torch.Tensor) or fisher_loss.dim() != 0:
             shape = tuple(fisher_loss.shape) if isinstance(fisher_loss, torch.Tensor) else type(fisher_loss).__name__
             raise ValueError(f"KFAC.record_fisher: fisher_loss must be a scalar tensor, got {shape}")
+        if sample_mask is not None and (
+            not isinstance(sample_mask, torch.Tensor) or sample_mask.dtype != torch.bool or sample_mask.dim() != 1
+        ):
+            what = (
+                f"{sample_mask.dtype} tensor of shape {tuple(sample_mask.shape)}"
+                if isinstance(sample_mask, torch.Tensor)
+                else (type(sample_mask).__name__)
+            )
+            raise ValueError(f"KFAC.record_fisher: sample_mask must be a 1-D boolean tensor, got a {what}")
         if not self.stats_due:
             self._release_records()
             return
@@ -452,8 +488,15 @@ class KFAC(Optimizer):
         grads = torch.autograd.grad(fisher_loss, [record.output for _, record in live], retain_graph=True, allow_unused=True)
         with torch.no_grad():
             for (layer, record), grad in zip(live, grads):
-                if grad is not None:
-                    self._accumulate(layer, record, grad, batch_averaged)
+                if grad is None:
+                    continue
+                if sample_mask is not None and (record.inputs.dim() < 2 or record.inputs.shape[0] != sample_mask.shape[0]):
+                    self._release_records()
+                    raise ValueError(
+                        f"KFAC.record_fisher: sample_mask has {sample_mask.shape[0]} entries but layer '{layer.name}' "
+                        f"was called on a batch of shape {tuple(record.inputs.shape)}"
+                    )
+                self._accumulate(layer, record, grad, batch_averaged, sample_mask)
         self._release_records()
 
     def discard_statistics(self) -> None:
@@ -482,8 +525,31 @@ class KFAC(Optimizer):
         for layer in self.layers:
             layer.records = []
 
+    def _reduce_statistics(self) -> None:
+        """Replace this step's sums and row counts by their sums over the processes (``statistics_reducer``)."""
+        assert self.statistics_reducer is not None
+        tensors: list[torch.Tensor] = []
+        for layer in self.layers:
+            weight = layer.weight
+            a_dim = weight[0].numel() + (layer.bias is not None)
+            if layer.a_sum is None:
+                layer.a_sum = weight.new_zeros(a_dim, a_dim)
+            if layer.g_sum is None:
+                layer.g_sum = weight.new_zeros(weight.shape[0], weight.shape[0])
+            tensors += [layer.a_sum, layer.g_sum]
+        counts = torch.tensor(
+            [n for layer in self.layers for n in (layer.a_rows, layer.g_samples)],
+            dtype=torch.float64,
+            device=tensors[0].device,
+        )
+        self.statistics_reducer([*tensors, counts])
+        for layer, (a_rows, g_samples) in zip(self.layers, counts.view(-1, 2).tolist()):
+            layer.a_rows, layer.g_samples = int(a_rows), int(g_samples)
+
     def _fold_statistics(self) -> None:
         """Fold this step's A and G into the running factors (EMA)."""
+        if self.statistics_reducer is not None:
+            self._reduce_statistics()
         ready = [
             layer
             for layer in self.layers
