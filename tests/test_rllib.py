@@ -310,3 +310,31 @@ def test_cartpole_reaches_475(cluster):
     finally:
         algo.stop()
     assert best >= 475, best
+
+
+@pytest.mark.timeout(300)
+def test_algorithm_checkpoint_restores_kfac_and_reward_scale(cluster, tmp_path: pathlib.Path):
+    from sb3_natgrad.rllib import ACKTR
+
+    algo = cartpole_config().env_runners(num_env_runners=0).build_algo()
+    try:
+        for _ in range(3):
+            algo.train()
+        algo.save_to_path(str(tmp_path / "ckpt"))
+        learner = algo.learner_group._learner
+        before = [layer.curvature.factor_g.clone() for layer in learner.kfac("default_policy").layers]
+        scale = learner._reward_normalizer().get_state()
+    finally:
+        algo.stop()
+    restored = ACKTR.from_checkpoint(str(tmp_path / "ckpt"))
+    try:
+        learner = restored.learner_group._learner
+        kfac = learner.kfac("default_policy")
+        assert kfac.steps == 3
+        for layer, factor_g in zip(kfac.layers, before):
+            torch.testing.assert_close(layer.curvature.factor_g, factor_g)
+        assert learner._reward_normalizer().get_state() == pytest.approx(scale)
+        restored.train()  # and it trains on
+        assert kfac.steps == 4
+    finally:
+        restored.stop()
