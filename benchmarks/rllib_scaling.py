@@ -192,7 +192,10 @@ def summarize(args: argparse.Namespace) -> None:
     lines = [
         "# ACKTR on Ray RLlib: throughput, sample efficiency, learner cost",
         "",
-        "Written by `python benchmarks/rllib_scaling.py summarize`; the commands and their provenance are in the JSON files.",
+        "Written by `python benchmarks/rllib_scaling.py summarize` from the JSON files (each with its commands' "
+        "provenance), measured with `python benchmarks/rllib_scaling.py learner-time`, `... throughput --seconds 45` "
+        "(both alone on the machine) and `... learning --budget 400000` (beside other runs: it counts timesteps, not "
+        "time).",
         "",
     ]
     tp = _load("throughput")["entries"]
