@@ -84,7 +84,8 @@ def main() -> None:
 
     common: dict[str, Any] = {}
     if args.paper_cnn:
-        common["policy_kwargs"] = dict(features_extractor_class=ACKTRCnn)
+        # linear heads as in the paper (results before 2026-12-04 had SB3's two 64-unit tanh layers per head)
+        common["policy_kwargs"] = dict(features_extractor_class=ACKTRCnn, net_arch=[])
     variants = {"ACKTR (defaults)": {}}
     for text in args.variant:
         variants[f"ACKTR {text}"] = literal_kwargs(text)

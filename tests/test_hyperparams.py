@@ -194,6 +194,10 @@ def build_and_train(path: str, key: str, tmp_path, train: bool, n_envs: int | No
         net_arch = model.policy_kwargs.get("net_arch")
         if isinstance(net_arch, dict):  # SB3 ignores other keys silently
             assert set(net_arch) <= {"pi", "vf"}, net_arch
+        if "features_extractor_class" in model.policy_kwargs:
+            # SB3 puts two 64-unit tanh layers on each head for every extractor but its NatureCNN unless net_arch is
+            # given: an entry must say which heads it wants (they saturated ACKTR's Pong run)
+            assert "net_arch" in model.policy_kwargs, f"{key}: features_extractor_class without net_arch"
         for wrapper in entry.get("env_wrapper", []):
             name = wrapper if isinstance(wrapper, str) else next(iter(wrapper))
             assert all(env.env_is_wrapped(_import(name))), name

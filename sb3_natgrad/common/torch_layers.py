@@ -17,9 +17,12 @@ class ACKTRCnn(BaseFeaturesExtractor):
     It differs from Stable-Baselines3's ``NatureCNN`` (default) only in the third convolution, which the
     paper cut to 32 filters so the fully connected layer's K-FAC input factor is 1569x1569 instead of
     3137x3137 (four to eight times cheaper to invert and to precondition with). Use it to reproduce the
-    paper::
+    paper, whose policy and value heads are linear on the 512 features::
 
-        ACKTR("CnnPolicy", env, policy_kwargs=dict(features_extractor_class=ACKTRCnn))
+        ACKTR("CnnPolicy", env, policy_kwargs=dict(features_extractor_class=ACKTRCnn, net_arch=[]))
+
+    Keep ``net_arch=[]``: for every extractor other than its own ``NatureCNN``, SB3 adds two 64-unit tanh layers to
+    each head, which saturate on Atari (the same action distribution in every state).
 
     :param observation_space: an image observation space (channel-first after SB3's automatic transpose)
     :param features_dim: size of the fully connected layer
