@@ -33,6 +33,7 @@ class NoisyRolloutBufferSamples(NamedTuple):
     noise: th.Tensor
 
 
+# same fields as NoisyRolloutBufferSamples but Dict observations: a NamedTuple cannot extend another (as in SB3)
 class NoisyDictRolloutBufferSamples(NamedTuple):
     """``DictRolloutBufferSamples`` plus the acting noise of each sample, ``[batch, noise_dim]``."""
 

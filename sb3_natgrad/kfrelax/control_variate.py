@@ -284,6 +284,7 @@ def relax_surrogate(
     return SurrogateTerms(objective, log_prob, c_z, c_z_tilde, c_coef, z, z_tilde)
 
 
+# same shape as relax_surrogate's signature: other inputs (Gaussian mean, log-std, eps; no actions, no v)
 def lax_surrogate(
     control_variate: ControlVariate,
     relaxation: DiagGaussianReparameterization,

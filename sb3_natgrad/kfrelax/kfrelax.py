@@ -529,6 +529,7 @@ class KFRELAX(NaturalGradientAlgorithm):
             return None
         return kl, update_scale
 
+    # same shape as _policy_step's signature: a subset of its arguments, passed through
     def _cap_update(
         self,
         obs: Any,

@@ -115,6 +115,7 @@ class KFRELAXPolicy(ActorCriticPolicy):
         normalize_images: bool = True,
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
+        # same shape as ControlVariate.__init__: its arguments, prefixed cv_ (but cv_output_gain defaults to 0)
         cv_net_arch: Sequence[int] = (64, 64),
         cv_activation_fn: type[nn.Module] = nn.ELU,
         cv_ortho_init: bool = True,
@@ -343,6 +344,7 @@ class KFRELAXCnnPolicy(KFRELAXPolicy):
         )
 
 
+# same shape as KFRELAXCnnPolicy: SB3's one-subclass-per-default-extractor pattern; saved models name each class
 class KFRELAXMultiInputPolicy(KFRELAXPolicy):
     """
     :class:`KFRELAXPolicy` for Dict observations (``CombinedExtractor``); ``c_phi`` reads the concatenated
@@ -367,6 +369,7 @@ class KFRELAXMultiInputPolicy(KFRELAXPolicy):
         )
 
 
+# same shape as KFRELAXCnnPolicy and common.minatar.MinAtarPolicy, but a KFRELAXPolicy with cv_input="features" by default
 class KFRELAXMinAtarPolicy(KFRELAXPolicy):
     """
     :class:`KFRELAXPolicy` with the MinAtar paper's network (:class:`~sb3_natgrad.common.minatar.MinAtarCnn`, no

@@ -559,6 +559,7 @@ class MultiCategoricalRelaxation(DiscreteRelaxation):
         return multi_categorical_log_prob(params, actions, self.nvec)
 
 
+# same shape as CategoricalRelaxation and MultiCategoricalRelaxation: each adapter binds its own distribution's functions
 class BernoulliRelaxation(DiscreteRelaxation):
     """
     ``MultiBinary(n)``: logistic ``z``, ``b = 1[z > 0]``, relaxation ``sigmoid(z / tau)``.

@@ -596,6 +596,7 @@ def package(argv: list[str]) -> None:
         torch.set_num_threads(args.num_threads)
     from sb3_natgrad.zoo import hub
 
+    # Same shape as hub.load's call below and KFRELAXPolicy._get_constructor_parameters: keywords of other APIs, no logic.
     hub.package(
         args.algo,
         args.env,

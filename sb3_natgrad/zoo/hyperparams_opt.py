@@ -39,6 +39,32 @@ def _convert(params: dict[str, Any], for_trial: bool) -> dict[str, Any]:
     return hyperparams
 
 
+def _suggest_network(trial: optuna.Trial) -> dict[str, Any]:
+    """
+    rl-zoo3's network choices (keys of :data:`NET_ARCHS` and :data:`ACTIVATIONS`), the last draws of every sampler.
+
+    :param trial: the Optuna trial
+    :return: the raw ``net_arch`` and ``activation_fn`` parameters
+    """
+    return {
+        "net_arch": trial.suggest_categorical("net_arch", ["small", "medium"]),
+        "activation_fn": trial.suggest_categorical("activation_fn", ["tanh", "relu"]),
+    }
+
+
+def _sampled(trial: optuna.Trial, params: dict[str, Any]) -> dict[str, Any]:
+    """
+    End of a sampler: record ``gamma`` on the trial (as rl-zoo3's samplers do) and build the keyword arguments.
+
+    :param trial: the Optuna trial
+    :param params: the raw parameters drawn
+    :return: constructor keyword arguments
+    """
+    trial.set_user_attr("gamma", 1.0 - params["one_minus_gamma"])
+    return _convert(params, for_trial=True)
+
+
+# One converter and one sampler per algorithm, as in rl-zoo3: same shape, different search spaces (shared: the helpers above).
 def convert_acktr_params(params: dict[str, Any]) -> dict[str, Any]:
     """
     Hyperparameters of a stored ACKTR trial, in the YAML form rl-zoo3 preprocesses (``--trial-id``).
@@ -73,11 +99,9 @@ def sample_acktr_params(trial: optuna.Trial, n_actions: int, n_envs: int, additi
         "ent_coef": trial.suggest_float("ent_coef", 0.00000001, 0.1, log=True),
         "vf_coef": trial.suggest_float("vf_coef", 0.0, 1.0),
         "normalize_advantage": trial.suggest_categorical("normalize_advantage", [False, True]),
-        "net_arch": trial.suggest_categorical("net_arch", ["small", "medium"]),
-        "activation_fn": trial.suggest_categorical("activation_fn", ["tanh", "relu"]),
+        **_suggest_network(trial),
     }
-    trial.set_user_attr("gamma", 1.0 - params["one_minus_gamma"])
-    return _convert(params, for_trial=True)
+    return _sampled(trial, params)
 
 
 def convert_smac_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -118,11 +142,9 @@ def sample_smac_params(trial: optuna.Trial, n_actions: int, n_envs: int, additio
         "actor_step_size": trial.suggest_float("actor_step_size", 0.01, 10.0, log=True),
         "ent_coef": trial.suggest_float("ent_coef", 0.00000001, 0.1, log=True),
         "normalize_advantage": trial.suggest_categorical("normalize_advantage", [False, True]),
-        "net_arch": trial.suggest_categorical("net_arch", ["small", "medium"]),
-        "activation_fn": trial.suggest_categorical("activation_fn", ["tanh", "relu"]),
+        **_suggest_network(trial),
     }
-    trial.set_user_attr("gamma", 1.0 - params["one_minus_gamma"])
-    return _convert(params, for_trial=True)
+    return _sampled(trial, params)
 
 
 def convert_kfrelax_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -162,11 +184,9 @@ def sample_kfrelax_params(trial: optuna.Trial, n_actions: int, n_envs: int, addi
         "normalize_advantage": trial.suggest_categorical("normalize_advantage", [False, True]),
         "cv_damping": trial.suggest_float("cv_damping", 0.01, 1.0, log=True),
         "cv_kl_clip": trial.suggest_float("cv_kl_clip", 0.001, 0.1, log=True),
-        "net_arch": trial.suggest_categorical("net_arch", ["small", "medium"]),
-        "activation_fn": trial.suggest_categorical("activation_fn", ["tanh", "relu"]),
+        **_suggest_network(trial),
     }
-    trial.set_user_attr("gamma", 1.0 - params["one_minus_gamma"])
-    return _convert(params, for_trial=True)
+    return _sampled(trial, params)
 
 
 __all__ = [

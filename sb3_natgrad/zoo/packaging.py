@@ -295,6 +295,7 @@ def evaluate(
         state, episode_start = None, np.ones((1,), dtype=bool)
         total, length = 0.0, 0
         while True:
+            # Same predict-and-step as _record_replay's loop, whose episode handling differs: two calls, too small to share.
             action, state = model.predict(
                 observation,  # type: ignore[arg-type]
                 state=state,

@@ -100,6 +100,7 @@ def load_pretrained(
     return load_folder(path, device=device, seed=seed, n_envs=n_envs, env_kwargs=env_kwargs, verbose=verbose)
 
 
+# Same parameters as load_pretrained, which forwards them here: both public signatures spell them out for the docs.
 def load_folder(
     path: str,
     device: str = "auto",
