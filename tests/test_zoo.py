@@ -263,6 +263,43 @@ def test_optimize_two_trials(tmp_path) -> None:
     assert {"params_n_steps", "params_learning_rate", "params_kfac_clip"} <= set(report.columns)
 
 
+def test_optimize_on_the_training_curve(tmp_path) -> None:
+    """--optimization-objective training: each trial's value is its training curve's area, not the last evaluation."""
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    args = [*_OPTIMIZE, "--n-trials", "2", "-f", "logs", "--seed", "0", "--storage", storage, "--study-name", "curve"]
+    run(*[a if a != "200" else "600" for a in args], "--optimization-objective", "training", cwd=tmp_path)
+    trials = optuna.load_study(study_name="curve", storage=storage).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    for trial in trials:
+        evaluation = trial.intermediate_values[max(trial.intermediate_values)]
+        assert 8.0 <= trial.value <= 500.0  # a CartPole return
+        assert trial.value != evaluation
+
+
+def test_training_curve_is_the_mean_of_the_training_means() -> None:
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from sb3_natgrad import ACKTR
+    from sb3_natgrad.zoo.experiment import TrainingCurve
+
+    seen: list[float] = []
+
+    class Watch(BaseCallback):
+        def _on_step(self) -> bool:
+            return True
+
+        def _on_rollout_end(self) -> None:
+            if self.model.ep_info_buffer:
+                seen.append(sum(e["r"] for e in self.model.ep_info_buffer) / len(self.model.ep_info_buffer))
+
+    model = ACKTR("MlpPolicy", ENV, n_steps=32, seed=0, device="cpu")
+    model.learn(640, callback=[TrainingCurve("watched"), Watch()])
+    assert len(seen) >= 10
+    assert TrainingCurve.finished.pop("watched") == pytest.approx(sum(seen) / len(seen))
+
+
 def test_distributed_optimization_shares_one_study(tmp_path) -> None:
     optuna = pytest.importorskip("optuna")
     storage = str(tmp_path / "study.log")
@@ -451,6 +488,21 @@ BAD_INPUTS = [
         id="record-video-empty",
     ),
     pytest.param(["train", "-n", "10", "--trial-id", "0"], {}, ["--trial-id 0 needs --storage and --study-name"], id="trial"),
+    pytest.param(
+        ["train", "-optimize", "--optimization-objective", "reward"],
+        {},
+        ["--optimization-objective 'reward': expected one of eval, training"],
+        id="objective-value",
+    ),
+    pytest.param(
+        ["train", "--optimization-objective", "training"], {}, ["training: only used with -optimize"], id="objective-alone"
+    ),
+    pytest.param(
+        ["train", "-optimize", "--n-jobs", "2", "--optimization-objective", "training"],
+        {},
+        ["with --n-jobs 2: run one job per process"],
+        id="objective-jobs",
+    ),
     pytest.param(
         ["train", "-n", "10", "--trial-id", "0", "--study", "x"], {}, ["needs --storage and --study-name"], id="trial-study"
     ),

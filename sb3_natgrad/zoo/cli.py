@@ -144,6 +144,8 @@ _TRAIN_OPTIONS = [
     (("-n", "--n-timesteps"), dict(type=int, default=-1)),  # rl-zoo3's default -1: the entry's n_timesteps
     (("-params", "--hyperparams"), dict(nargs="+", default=None)),
     (("--trial-id",), dict(type=int, default=None)),
+    (("-optimize", "--optimize-hyperparameters"), dict(action="store_true", dest="optimize_hyperparameters")),
+    (("--n-jobs",), dict(type=int, default=1)),
 ]
 _LOAD_OPTIONS = [
     *_ALGO_ENV_OPTIONS,
@@ -307,7 +309,16 @@ def train(argv: list[str]) -> None:
 
     from sb3_natgrad.zoo.experiment import NatgradExperimentManager
 
+    argv, objective = _pop_optimization_objective(argv)
     argv, known = _prepare(argv, _TRAIN_OPTIONS)
+    if objective != "eval" and known is not None:
+        if not known.optimize_hyperparameters:
+            raise ZooError(f"--optimization-objective {objective}: only used with -optimize")
+        if known.n_jobs != 1:
+            raise ZooError(
+                f"--optimization-objective {objective} with --n-jobs {known.n_jobs}: run one job per process instead "
+                "(several processes can share a study through --storage)"
+            )
     if known is not None and known.n_timesteps != -1 and known.n_timesteps <= 0:
         # rl-zoo3 would silently train the entry's n_timesteps instead
         raise ZooError(
@@ -327,8 +338,33 @@ def train(argv: list[str]) -> None:
         if not os.path.isfile(known.trained_agent):
             raise ZooError(f"--trained-agent {known.trained_agent!r}: file not found")
         _check_model_file(known.trained_agent, known.algo)
-    with _patched(rl_zoo3.train, "ExperimentManager", NatgradExperimentManager), _script_argv("train", argv):
+    with (
+        _patched(rl_zoo3.train, "ExperimentManager", NatgradExperimentManager),
+        _patched(NatgradExperimentManager, "optimization_objective", objective),
+        _script_argv("train", argv),
+    ):
         rl_zoo3.train.train()
+
+
+def _pop_optimization_objective(argv: list[str]) -> tuple[list[str], str]:
+    """
+    Take our ``--optimization-objective {eval,training}`` out of the arguments (rl-zoo3's parser does not know it).
+
+    :return: the other arguments and the objective (default ``"eval"``, rl-zoo3's)
+    """
+    from sb3_natgrad.zoo.experiment import OPTIMIZATION_OBJECTIVES
+
+    rest, objective = [], "eval"
+    items = iter(argv)
+    for item in items:
+        if item == "--optimization-objective" or item.startswith("--optimization-objective="):
+            value = item.partition("=")[2] if "=" in item else next(items, None)
+            if value not in OPTIMIZATION_OBJECTIVES:
+                raise ZooError(f"--optimization-objective {value!r}: expected one of {', '.join(OPTIMIZATION_OBJECTIVES)}")
+            objective = value
+        else:
+            rest.append(item)
+    return rest, objective
 
 
 def _import_enjoy() -> types.ModuleType:

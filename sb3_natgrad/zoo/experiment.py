@@ -16,9 +16,10 @@ import shutil
 import signal
 from collections import OrderedDict
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
+import numpy as np
 from rl_zoo3.exp_manager import ExperimentManager
 from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER
 from rl_zoo3.utils import ALGOS
@@ -91,6 +92,39 @@ class StopOnInterrupt(BaseCallback):
             signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
 
 
+#: ``-optimize`` objectives: rl-zoo3's last evaluation, or the training curve (``--optimization-objective``)
+OPTIMIZATION_OBJECTIVES = ("eval", "training")
+
+
+class TrainingCurve(BaseCallback):
+    """
+    Records SB3's training mean (the last 100 finished episodes, ``rollout/ep_rew_mean``) at the end of every rollout;
+    at the end of training, :attr:`finished` holds under ``key`` the mean of these values: the area under the training
+    curve per rollout, what ``--optimization-objective training`` maximises (``-inf`` if no episode finished).
+
+    :param key: where the result goes in :attr:`finished`
+    """
+
+    #: results by key (the trial that created the callback takes its own)
+    finished: ClassVar[dict[str, float]] = {}
+
+    def __init__(self, key: str) -> None:
+        super().__init__()
+        self.key = key
+        self.curve: list[float] = []
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        episodes = self.model.ep_info_buffer
+        if episodes:
+            self.curve.append(float(np.mean([episode["r"] for episode in episodes])))
+
+    def _on_training_end(self) -> None:
+        TrainingCurve.finished[self.key] = float(np.mean(self.curve)) if self.curve else float("-inf")
+
+
 class NatgradExperimentManager(ExperimentManager):
     """
     ``rl_zoo3.exp_manager.ExperimentManager`` with three changes:
@@ -120,6 +154,29 @@ class NatgradExperimentManager(ExperimentManager):
                 self.config = packaged
                 if hasattr(self.args, "conf_file"):
                     self.args.conf_file = packaged
+
+    #: what ``-optimize`` maximises (one of :data:`OPTIMIZATION_OBJECTIVES`; ``sb3-natgrad train --optimization-objective``)
+    optimization_objective: str = "eval"
+
+    def objective(self, trial: Any) -> float:
+        """
+        rl-zoo3's objective (the last evaluation's mean return; its evaluations also drive the pruner), or with
+        ``optimization_objective = "training"`` the area under the training curve of the same run
+        (:class:`TrainingCurve`): what a user of the trained agent's learning curve sees, not one deterministic
+        evaluation at the end.
+        """
+        if self.optimization_objective == "eval":
+            return super().objective(trial)
+        key = f"{id(self)}:{trial.number}"
+        saved = self.specified_callbacks
+        listed = saved if isinstance(saved, list) else ([saved] if saved else [])
+        self.specified_callbacks = [*listed, {f"{__name__}.TrainingCurve": {"key": key}}]
+        try:
+            super().objective(trial)
+        finally:
+            self.specified_callbacks = saved
+            area = TrainingCurve.finished.pop(key, float("-inf"))
+        return area
 
     #: ``num_timesteps`` when SIGINT interrupted ``learn`` (``None``: not interrupted)
     interrupted_at: int | None = None
