@@ -79,6 +79,7 @@ def test_sample_mask_of_the_wrong_length_or_type_is_refused():
     logits = model(x)
     with pytest.raises(ValueError, match="sample_mask has 5 entries but layer '0' was called on a batch of shape"):
         opt.record_fisher(sampled_fisher_loss(logits, gumbel).mean(), sample_mask=torch.ones(5, dtype=torch.bool))
+    assert all(layer.a_sum is None and layer.g_sum is None for layer in opt.layers)  # no partial statistics left
     logits = model(x)
     with pytest.raises(ValueError, match=r"sample_mask must be a 1-D boolean tensor, got a torch\.float32 tensor"):
         opt.record_fisher(sampled_fisher_loss(logits, gumbel).mean(), sample_mask=torch.ones(BATCH))
@@ -97,6 +98,8 @@ def test_reducer_outside_torch_distributed_says_so():
         opt.step()
     with pytest.raises(TypeError, match="statistics_reducer must be callable, got int"):
         make_kfac(model, "expand", statistics_reducer=3)
+    with pytest.raises(ValueError, match="async_inverse=True with a statistics_reducer"):
+        make_kfac(model, "expand", statistics_reducer=all_reduce_sum(), async_inverse=True)
 
 
 def train(model: nn.Module, opt: KFAC, shard: slice, world: int) -> None:

@@ -203,6 +203,13 @@ def test_recurrent_module_is_refused():
 
 
 @pytest.mark.bad_input
+def test_old_api_stack_is_refused():
+    config = small_config().api_stack(enable_rl_module_and_learner=False, enable_env_runner_and_connector_v2=False)
+    with pytest.raises(ValueError, match="new API stack only"):
+        config.validate()
+
+
+@pytest.mark.bad_input
 def test_async_inverse_with_several_learners_is_refused():
     with pytest.raises(ValueError, match="async_inverse=True with num_learners=2"):
         small_config(async_inverse=True).learners(num_learners=2).validate()
@@ -282,13 +289,15 @@ def test_two_learners_keep_identical_weights_and_factors(cluster):
                 [p.detach().cpu().numpy().copy() for p in learner.module["default_policy"].parameters()],
                 [(layer.curvature.factor_a.cpu().numpy(), layer.curvature.factor_g.cpu().numpy()) for layer in kfac.layers],
                 kfac.steps,
+                learner._reward_normalizer().get_state(),
             )
 
         results = [result.get() for result in algo.learner_group.foreach_learner(snapshot)]
-        (params0, factors0, steps0), (params1, factors1, steps1) = results
+        (params0, factors0, steps0, scale0), (params1, factors1, steps1, scale1) = results
     finally:
         algo.stop()
     assert steps0 == steps1 == 4
+    assert scale0 == scale1 and scale0["count"] > 0  # one reward scale for the whole batch
     for a, b in zip(params0, params1):
         np.testing.assert_array_equal(a, b)
     for (a0, g0), (a1, g1) in zip(factors0, factors1):

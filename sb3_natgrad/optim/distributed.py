@@ -38,7 +38,12 @@ class AllReduceSum:
                 offset += tensor.numel()
 
     def __getstate__(self) -> dict[str, Any]:
-        # a process group belongs to this process: a copy (deepcopy, pickle) uses the default group
+        # a process group belongs to this process and cannot travel with a copy
+        if self.group is not None:
+            raise TypeError(
+                "AllReduceSum with a process group cannot be copied or pickled; build the copy's KFAC with its own "
+                "all_reduce_sum(group)"
+            )
         return {"group": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -274,6 +274,11 @@ class KFAC(Optimizer):
         self.async_inverse = async_inverse
         if statistics_reducer is not None and not callable(statistics_reducer):
             raise TypeError(f"KFAC: statistics_reducer must be callable, got {type(statistics_reducer).__name__}")
+        if statistics_reducer is not None and async_inverse:
+            raise ValueError(
+                "KFAC: async_inverse=True with a statistics_reducer: background decompositions finish at different "
+                "steps in each process and the parameters would drift apart; use async_inverse=False"
+            )
         self.statistics_reducer = statistics_reducer
 
         unknown = set(skip_modules) - {name for name, _ in model.named_modules()}
@@ -491,7 +496,7 @@ class KFAC(Optimizer):
                 if grad is None:
                     continue
                 if sample_mask is not None and (record.inputs.dim() < 2 or record.inputs.shape[0] != sample_mask.shape[0]):
-                    self._release_records()
+                    self._clear_step_buffers()  # nothing of this pass enters the factors
                     raise ValueError(
                         f"KFAC.record_fisher: sample_mask has {sample_mask.shape[0]} entries but layer '{layer.name}' "
                         f"was called on a batch of shape {tuple(record.inputs.shape)}"

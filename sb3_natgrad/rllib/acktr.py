@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import ray
@@ -57,9 +58,10 @@ class ACKTRConfig(PPOConfig):
     trust region ``kfac_clip`` (§3.2). RLlib's added one-step-per-episode rows (``loss_mask``) enter neither the loss
     nor the factors. RLlib's GAE connector always standardises the advantages.
 
-    Defaults are the Stable-Baselines3 ACKTR's (``lr`` 0.25, ``vf_loss_coeff`` 0.25, ``entropy_coeff`` 0.01,
-    ``lambda_`` 1.0, ``kfac_clip`` 0.001, 10 first-order warm-up steps clipped to ``max_grad_norm``), with a batch of
-    640 steps. Returns in the hundreds let the critic's Gauss-Newton term use up the shared trust region:
+    Defaults are the Stable-Baselines3 ACKTR's (``vf_loss_coeff`` 0.25, ``entropy_coeff`` 0.01, ``lambda_`` 1.0,
+    ``kfac_clip`` 0.001, 10 first-order warm-up steps clipped to ``max_grad_norm``), with a batch of 640 steps and
+    ``lr`` 0.25 held constant (SB3 decays it linearly to 0: pass ``lr=[[0, 0.25], [total_steps, 0.0]]``), on RLlib's
+    default network. Returns in the hundreds let the critic's Gauss-Newton term use up the shared trust region:
     ``normalize_rewards=True`` divides rewards by the running scale of the discounted return
     (:class:`~sb3_natgrad.rllib.NormalizeRewards`).
 
@@ -114,6 +116,9 @@ class ACKTRConfig(PPOConfig):
         return ACKTRTorchLearner
 
     def validate(self) -> None:
+        # before PPO's checks, which assume the new API stack's minibatch settings
+        if not (self.enable_rl_module_and_learner and self.enable_env_runner_and_connector_v2):
+            self._value_error("ACKTR on RLlib runs on the new API stack only; keep config.api_stack() at its defaults")
         super().validate()
         if self.framework_str != "torch":
             self._value_error(f"ACKTR on RLlib needs framework='torch', got {self.framework_str!r}")
@@ -158,13 +163,23 @@ class ACKTRConfig(PPOConfig):
         if skips is not None and (not isinstance(skips, int) or isinstance(skips, bool) or skips < 1):
             self._value_error(f"ACKTRConfig: invalid max_consecutive_skips={skips!r}, expected an int >= 1 or None")
 
-    def required_cpus(self) -> int:
-        """CPUs the remote actors of this config request: the env runners and (with ``num_learners >= 1``) learners."""
-        cpus = self.num_env_runners * self.num_cpus_per_env_runner
-        if self.num_learners > 0 and not self.num_gpus_per_learner:
-            per_learner = 1 if self.num_cpus_per_learner == "auto" else self.num_cpus_per_learner
+    def required_cpus(self) -> float:
+        """
+        CPUs the remote actors of this config request: the env runners (also for evaluation), the learners (with
+        ``num_learners >= 1``; ``"auto"`` is 1 CPU without a GPU, 0 with one) and their aggregator actors.
+        """
+        runners = self.num_env_runners + (self.evaluation_num_env_runners or 0)
+        cpus = float(runners * self.num_cpus_per_env_runner)
+        if self.num_cpus_per_learner == "auto":
+            per_learner = 0.0 if self.num_gpus_per_learner else 1.0
+        else:
+            per_learner = float(self.num_cpus_per_learner)
+        per_learner += getattr(self, "num_aggregator_actors_per_learner", 0) or 0
+        if self.num_learners > 0:
             cpus += self.num_learners * per_learner
-        return int(cpus)
+        else:
+            cpus += getattr(self, "num_aggregator_actors_per_learner", 0) or 0
+        return cpus
 
 
 class ACKTR(PPO):
@@ -178,13 +193,14 @@ class ACKTR(PPO):
         return ACKTRConfig()
 
     def setup(self, config: Any) -> None:
-        # RLlib does not check that its actors fit the cluster: they would wait for CPUs forever.
-        if ray.is_initialized() and isinstance(config, ACKTRConfig):
-            available = ray.cluster_resources().get("CPU", 0.0)
+        # RLlib does not check that its actors fit the cluster: they would wait for CPUs forever. Without a running
+        # cluster, Ray starts one on this machine's CPUs at the first actor.
+        if isinstance(config, ACKTRConfig):
+            available = ray.cluster_resources().get("CPU", 0.0) if ray.is_initialized() else float(os.cpu_count() or 1)
             needed = config.required_cpus()
-            if needed > available:
+            if needed > available + 1e-9:
                 raise ValueError(
-                    f"ACKTR: this config needs {needed} CPUs for its Ray actors ({config.num_env_runners} env runners x "
+                    f"ACKTR: this config needs {needed:g} CPUs for its Ray actors ({config.num_env_runners} env runners x "
                     f"{config.num_cpus_per_env_runner}, {config.num_learners} learners) but the Ray cluster has "
                     f"{available:g}: lower num_env_runners / num_learners or start Ray with more CPUs"
                 )

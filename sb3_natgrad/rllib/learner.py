@@ -48,7 +48,13 @@ class ACKTRTorchLearner(PPOTorchLearner):
                 check_action_space(spec.action_space)
         super().build()
         if self.config.normalize_rewards and self._learner_connector is not None:
-            self._learner_connector.insert_before(GeneralAdvantageEstimation, NormalizeRewards(gamma=self.config.gamma))
+            gae = [c for c in self._learner_connector.connectors if isinstance(c, GeneralAdvantageEstimation)]
+            if not gae:
+                raise ValueError(
+                    "ACKTR normalize_rewards=True needs RLlib's GeneralAdvantageEstimation learner connector (kept with "
+                    "add_default_connectors_to_learner_pipeline=True): the rewards are scaled before it"
+                )
+            self._learner_connector.insert_before(type(gae[0]), NormalizeRewards(gamma=self.config.gamma))
         self._consecutive_skips = 0
 
     def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from ray.rllib.connectors.connector_v2 import ConnectorV2
 from ray.rllib.core.columns import Columns
 
@@ -13,12 +14,14 @@ from ray.rllib.core.columns import Columns
 class NormalizeRewards(ConnectorV2):
     """
     Divide the rewards of the train batch by the running standard deviation of the discounted return, before the
-    advantages and value targets are computed (what Stable-Baselines3's ``VecNormalize(norm_reward=True)`` does in the
-    environment). ACKTR's trust region is shared by actor and critic, and large returns let the critic's term use it up
+    advantages and value targets are computed: the idea of Stable-Baselines3's ``VecNormalize(norm_reward=True)``, on
+    the learner. ACKTR's trust region is shared by actor and critic, and large returns let the critic's term use it up
     (see :class:`~sb3_natgrad.rllib.ACKTRConfig`).
 
-    The discounted return restarts at 0 at the start of each episode chunk of the batch. The env runners' episode
-    returns (``env_runners/episode_return_mean``) stay unnormalised.
+    Unlike ``VecNormalize``, the discounted return restarts at 0 at the start of each episode chunk of the batch, so
+    with chunks much shorter than ``1 / (1 - gamma)`` steps the scale is smaller and the scaled rewards larger. With
+    several learners (``torch.distributed``) the statistics of every learner's share are summed, so all learners use
+    the same scale. The env runners' episode returns (``env_runners/episode_return_mean``) stay unnormalised.
 
     :param gamma: discount of the return whose scale is tracked
     :param epsilon: added to the variance
@@ -44,11 +47,15 @@ class NormalizeRewards(ConnectorV2):
         self.var = 1.0
 
     def _update(self, returns: np.ndarray) -> None:
-        """Merge a batch of returns into the running mean and variance (Chan et al.'s parallel formula)."""
-        n = returns.size
+        """Merge a batch of returns (of every learner) into the running mean and variance (Chan et al.'s formula)."""
+        moments = torch.tensor([returns.size, returns.sum(), np.square(returns).sum()], dtype=torch.float64)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(moments)
+        n = int(moments[0])
         if n == 0:
             return
-        batch_mean, batch_var = float(returns.mean()), float(returns.var())
+        batch_mean = float(moments[1]) / n
+        batch_var = max(float(moments[2]) / n - batch_mean**2, 0.0)
         total = self.count + n
         delta = batch_mean - self.mean
         m2 = self.var * self.count + batch_var * n + delta**2 * self.count * n / total
