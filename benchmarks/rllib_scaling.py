@@ -45,6 +45,20 @@ def _save(name: str, data: dict[str, Any]) -> None:
     os.replace(tmp, OUT / f"{name}.json")
 
 
+def _begin(name: str) -> dict[str, Any]:
+    """One torch thread, and the results of ``name`` so far."""
+    import torch
+
+    torch.set_num_threads(1)
+    return _load(name)
+
+
+def _finish(name: str, data: dict[str, Any]) -> None:
+    """Record this command's provenance with the results."""
+    data["provenance"].append(provenance())
+    _save(name, data)
+
+
 def _start_ray(cpus: int) -> None:
     import ray
 
@@ -80,10 +94,8 @@ def _steps(result: dict[str, Any]) -> int:
 
 
 def throughput(args: argparse.Namespace) -> None:
-    import torch
 
-    torch.set_num_threads(1)
-    data = _load("throughput")
+    data = _begin("throughput")
     _start_ray(args.cpus)
     for runners in (1, 2):
         for algo in ("ppo", "acktr", "acktr4000"):
@@ -104,15 +116,12 @@ def throughput(args: argparse.Namespace) -> None:
             data["entries"][key] = {"env_runners": runners, "algo": algo, "steps": steps, "seconds": elapsed}
             print(f"{key}: {steps / elapsed:.0f} env steps/s", flush=True)
             _save("throughput", data)
-    data["provenance"].append(provenance())
-    _save("throughput", data)
+    _finish("throughput", data)
 
 
 def learning(args: argparse.Namespace) -> None:
-    import torch
 
-    torch.set_num_threads(1)
-    data = _load("learning")
+    data = _begin("learning")
     _start_ray(args.cpus)
     for algo in args.algos:
         for seed in args.seeds:
@@ -141,19 +150,16 @@ def learning(args: argparse.Namespace) -> None:
             }
             print(f"{key}: {'reached 475 at ' + str(reached) if reached else 'not reached'} steps", flush=True)
             _save("learning", data)
-    data["provenance"].append(provenance())
-    _save("learning", data)
+    _finish("learning", data)
 
 
 def learner_time(args: argparse.Namespace) -> None:
     """Seconds per ``learner.update`` on a synthetic CartPole batch (no Ray actors: the learner runs here)."""
     import gymnasium as gym
-    import torch
     from ray.rllib.core.columns import Columns
     from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 
-    torch.set_num_threads(1)
-    data = _load("learner-time")
+    data = _begin("learner-time")
     obs_space, act_space = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32), gym.spaces.Discrete(2)
     rng = np.random.default_rng(0)
     for algo in ("ppo", "acktr"):
@@ -184,8 +190,7 @@ def learner_time(args: argparse.Namespace) -> None:
             data["entries"][key] = {"algo": algo, "batch_size": batch_size, "seconds": float(np.median(times[2:]))}
             print(f"{key}: {np.median(times[2:]) * 1000:.1f} ms per update", flush=True)
             _save("learner-time", data)
-    data["provenance"].append(provenance())
-    _save("learner-time", data)
+    _finish("learner-time", data)
 
 
 def summarize(args: argparse.Namespace) -> None:
