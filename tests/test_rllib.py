@@ -188,6 +188,7 @@ def test_checkpoint_restore_then_next_update_equals_uninterrupted(tmp_path: path
         ({"conv_factors": "sideways"}, "conv_factors"),
         ({"vf_fisher_coef": -1.0}, "vf_fisher_coef=-1.0"),
         ({"max_consecutive_skips": 0}, "max_consecutive_skips=0"),
+        ({"damping": 0.0}, "damping=0 with weight_decay=0"),
     ],
 )
 def test_bad_config_values_are_named(training, match):

@@ -45,6 +45,27 @@ _KFAC_SAME_NAMES = (
 )
 
 
+def check_acktr_kfac_arguments(owner: str, arguments: dict[str, Any]) -> None:
+    """
+    K-FAC's checks of ACKTR's K-FAC arguments (ACKTR's names: ``kfac_clip``, ``max_grad_norm``, and those of
+    :data:`_KFAC_SAME_NAMES`), plus damping > 0; shared by the SB3 and the RLlib ACKTR.
+
+    :param owner: the class named in the errors
+    :param arguments: the arguments by ACKTR's names
+    :raises ValueError: naming the first bad argument
+    """
+    kfac_arguments = {key: arguments[key] for key in _KFAC_SAME_NAMES if key != "async_inverse"}
+    check_kfac_arguments(
+        owner, _KFAC_NAMES, kl_clip=arguments["kfac_clip"], warmup_max_grad_norm=arguments["max_grad_norm"], **kfac_arguments
+    )
+    if arguments["damping"] + arguments["weight_decay"] == 0:
+        # K-FAC's factors of a policy network are rank-deficient: without damping nearly every step is refused
+        raise ValueError(
+            f"{owner}: invalid damping=0 with weight_decay=0, expected damping > 0: the undamped "
+            "Kronecker factors are singular (e.g. damping=0.01, the paper's)"
+        )
+
+
 class ACKTR(NaturalGradientAlgorithm):
     """
     Actor-Critic using Kronecker-factored Trust Region (ACKTR).
@@ -214,21 +235,7 @@ class ACKTR(NaturalGradientAlgorithm):
         super().__init__(**own_arguments(locals()))
 
     def _check_argument_combinations(self, arguments: dict[str, Any]) -> None:
-        # K-FAC's own checks, worded with ACKTR's argument names
-        kfac_arguments = {key: arguments[key] for key in _KFAC_SAME_NAMES if key != "async_inverse"}
-        check_kfac_arguments(
-            type(self).__name__,
-            _KFAC_NAMES,
-            kl_clip=arguments["kfac_clip"],
-            warmup_max_grad_norm=arguments["max_grad_norm"],
-            **kfac_arguments,
-        )
-        if arguments["damping"] + arguments["weight_decay"] == 0:
-            # K-FAC's factors of a policy network are rank-deficient: without damping nearly every step is refused
-            raise ValueError(
-                f"{type(self).__name__}: invalid damping=0 with weight_decay=0, expected damping > 0: the undamped "
-                "Kronecker factors are singular (e.g. damping=0.01, the paper's)"
-            )
+        check_acktr_kfac_arguments(type(self).__name__, arguments)
 
     def _setup_model(self) -> None:
         super()._setup_model()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any
 
@@ -21,28 +22,20 @@ from ray.rllib.utils.metrics import (
     TIMERS,
 )
 
-from sb3_natgrad.optim.kfac import check_kfac_arguments
+from sb3_natgrad.acktr.acktr import _KFAC_SAME_NAMES, check_acktr_kfac_arguments
+from sb3_natgrad.acktr.acktr import ACKTR as SB3ACKTR
 
-#: the config's K-FAC options, under ACKTR's (Stable-Baselines3) names, and their defaults (the SB3 ACKTR's)
+#: the config's K-FAC options under ACKTR's (Stable-Baselines3) names, with the SB3 ACKTR's defaults
 KFAC_OPTIONS: dict[str, Any] = {
-    "kfac_clip": 0.001,
-    "damping": 0.01,
-    "momentum": 0.9,
-    "stat_decay": 0.99,
-    "stats_interval": 1,
-    "inverse_interval": 10,
-    "inverse_method": "eigen",
-    "damping_type": None,
-    "warmup_steps": 10,
-    "max_grad_norm": 0.5,
-    "weight_decay": 0.0,
-    "stats_batch_size": None,
-    "stats_dtype": None,
-    "conv_factors": "expand",
-    "async_inverse": False,
+    name: inspect.signature(SB3ACKTR.__init__).parameters[name].default
+    for name in ("kfac_clip", "max_grad_norm", *_KFAC_SAME_NAMES)
 }
-#: ACKTR-specific options that are not K-FAC's
-ACKTR_OPTIONS: dict[str, Any] = {"vf_fisher_coef": 1.0, "normalize_rewards": False, "max_consecutive_skips": 10}
+#: ACKTR-specific options that are not K-FAC's (defaults: the SB3 ACKTR's, and rewards left as they are)
+ACKTR_OPTIONS: dict[str, Any] = {
+    "vf_fisher_coef": inspect.signature(SB3ACKTR.__init__).parameters["vf_fisher_coef"].default,
+    "max_consecutive_skips": inspect.signature(SB3ACKTR.__init__).parameters["max_consecutive_skips"].default,
+    "normalize_rewards": False,
+}
 
 
 class ACKTRConfig(PPOConfig):
@@ -142,17 +135,7 @@ class ACKTRConfig(PPOConfig):
         if self.is_multi_agent:
             self._value_error("ACKTR on RLlib supports single-agent environments only")
         try:
-            check_kfac_arguments(
-                "ACKTRConfig",
-                {"kl_clip": "kfac_clip", "warmup_max_grad_norm": "max_grad_norm"},
-                kl_clip=self.kfac_clip,
-                warmup_max_grad_norm=self.max_grad_norm,
-                **{
-                    key: getattr(self, key)
-                    for key in KFAC_OPTIONS
-                    if key not in ("kfac_clip", "max_grad_norm", "async_inverse")
-                },
-            )
+            check_acktr_kfac_arguments("ACKTRConfig", {key: getattr(self, key) for key in KFAC_OPTIONS})
         except (TypeError, ValueError) as error:
             self._value_error(str(error))
         for key in ("vf_fisher_coef", "vf_loss_coeff"):

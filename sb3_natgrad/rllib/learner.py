@@ -12,13 +12,11 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.utils.torch_utils import explained_variance
 
+from sb3_natgrad.acktr.acktr import _KFAC_SAME_NAMES
 from sb3_natgrad.optim import KFAC, all_reduce_sum
 from sb3_natgrad.optim.fisher import critic_sampled_log_likelihood
-from sb3_natgrad.rllib.acktr import KFAC_OPTIONS
 from sb3_natgrad.rllib.reward_scaling import NormalizeRewards
 
-#: K-FAC's keyword arguments that the config holds under the same name
-_SAME_NAMES = tuple(key for key in KFAC_OPTIONS if key not in ("kfac_clip", "max_grad_norm"))
 #: K-FAC's step statistics reported per module (``last_step_info`` key -> metric name)
 _STEP_METRICS = {"step_size": "step_size", "vFv": "vFv", "natural_grad_norm": "natural_grad_norm", "warmup": "kfac_warmup"}
 
@@ -68,7 +66,7 @@ class ACKTRTorchLearner(PPOTorchLearner):
             kl_clip=config.kfac_clip,
             warmup_max_grad_norm=config.max_grad_norm,
             statistics_reducer=all_reduce_sum() if self.config.num_learners > 1 else None,
-            **{key: getattr(config, key) for key in _SAME_NAMES},
+            **{key: getattr(config, key) for key in _KFAC_SAME_NAMES},
         )
         self.register_optimizer(
             module_id=module_id, optimizer=kfac, params=self.get_parameters(module), lr_or_lr_schedule=config.lr
