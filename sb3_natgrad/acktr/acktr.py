@@ -12,8 +12,10 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from torch.nn import functional as F
 
+from sb3_natgrad.acktr.fisher import sampled_fisher_loss, updated_bellman_error_var
+from sb3_natgrad.acktr.kfac_options import check_acktr_kfac_arguments, make_kfac
 from sb3_natgrad.common.checks import ArgumentCheck, check_number
-from sb3_natgrad.common.distributions import distribution_and_values, sampled_log_prob
+from sb3_natgrad.common.distributions import distribution_and_values
 from sb3_natgrad.common.on_policy import (
     KL_SHRINKING_FACTOR,
     MAX_KL_BACKTRACKS,
@@ -22,48 +24,6 @@ from sb3_natgrad.common.on_policy import (
 )
 from sb3_natgrad.common.schedules import LinearDecay
 from sb3_natgrad.optim import KFAC
-from sb3_natgrad.optim.fisher import critic_sampled_log_likelihood
-from sb3_natgrad.optim.kfac import check_kfac_arguments
-
-#: ACKTR's names of K-FAC's arguments (for the errors of :func:`~sb3_natgrad.optim.kfac.check_kfac_arguments`)
-_KFAC_NAMES = {"kl_clip": "kfac_clip", "warmup_max_grad_norm": "max_grad_norm"}
-#: K-FAC's keyword arguments that ACKTR passes under the same name
-_KFAC_SAME_NAMES = (
-    "momentum",
-    "damping",
-    "weight_decay",
-    "stat_decay",
-    "stats_interval",
-    "inverse_interval",
-    "inverse_method",
-    "damping_type",
-    "warmup_steps",
-    "stats_batch_size",
-    "stats_dtype",
-    "conv_factors",
-    "async_inverse",
-)
-
-
-def check_acktr_kfac_arguments(owner: str, arguments: dict[str, Any]) -> None:
-    """
-    K-FAC's checks of ACKTR's K-FAC arguments (ACKTR's names: ``kfac_clip``, ``max_grad_norm``, and those of
-    :data:`_KFAC_SAME_NAMES`), plus damping > 0; shared by the SB3 and the RLlib ACKTR.
-
-    :param owner: the class named in the errors
-    :param arguments: the arguments by ACKTR's names
-    :raises ValueError: naming the first bad argument
-    """
-    kfac_arguments = {key: arguments[key] for key in _KFAC_SAME_NAMES if key != "async_inverse"}
-    check_kfac_arguments(
-        owner, _KFAC_NAMES, kl_clip=arguments["kfac_clip"], warmup_max_grad_norm=arguments["max_grad_norm"], **kfac_arguments
-    )
-    if arguments["damping"] + arguments["weight_decay"] == 0:
-        # K-FAC's factors of a policy network are rank-deficient: without damping nearly every step is refused
-        raise ValueError(
-            f"{owner}: invalid damping=0 with weight_decay=0, expected damping > 0: the undamped "
-            "Kronecker factors are singular (e.g. damping=0.01, the paper's)"
-        )
 
 
 class ACKTR(NaturalGradientAlgorithm):
@@ -76,12 +36,9 @@ class ACKTR(NaturalGradientAlgorithm):
     Every update (one per rollout, full batch):
 
     1. one training-mode forward pass gives the action distribution and the values (and K-FAC's input factors);
-    2. the sampled Fisher loss (Wu et al. 2017, §3.1) gives K-FAC's output-gradient factors: ``mean log pi(a~|s)`` with
-       ``a~`` drawn from the current policy (the true Fisher, not the empirical one), plus
-       ``vf_fisher_coef * mean log N(v~ | V(s), sigma^2)`` with ``v~ = V(s) + sigma * eps`` — the Gauss–Newton
-       metric of the critic (``sigma = 1``, or the Bellman-error standard deviation with
-       ``adaptive_gauss_newton=True``, appendix D). When actor and critic share layers the two terms form the
-       joint Fisher of ``p(a, v | s) = pi(a|s) p(v|s)``;
+    2. the sampled Fisher loss (Wu et al. 2017, §3.1; :mod:`sb3_natgrad.acktr.fisher`) gives K-FAC's output-gradient
+       factors: the log-likelihood of actions drawn from the current policy plus ``vf_fisher_coef`` times the critic's
+       Gaussian log-likelihood (unit variance, or the Bellman-error variance with ``adaptive_gauss_newton=True``);
     3. the A2C loss ``-mean(A log pi(a|s)) - ent_coef * entropy + vf_coef * mean((R - V)^2)`` is back-propagated
        and K-FAC takes the step ``lr * nu * F^-1 g`` with ``nu = min(1, sqrt(kfac_clip / (lr^2 g^T F^-1 g)))``
        (§3.2, summed over actor and critic) and momentum.
@@ -98,11 +55,6 @@ class ACKTR(NaturalGradientAlgorithm):
     ``vf_coef`` multiplies the *mean squared error* ``mean((R - V)^2)``. The default 0.25 equals the paper's
     ``0.5 * 1/2 (R - V)^2`` and SB2's ACKTR (``vf_coef=0.25``); OpenAI's refactored baselines and ikostrikov's
     code use ``0.5 * MSE``, i.e. ``vf_coef=0.5`` here.
-
-    Deviations from the reference code, on purpose: biases use the homogeneous coordinate (not a separate
-    block); the value Fisher term is the exact unit-variance Gaussian log-likelihood (the OpenAI code's
-    ``-(V - sg(V + eps))^2`` equals ``vf_fisher_coef=2`` here); Fisher actions are freshly sampled rather than
-    the rollout actions (the same distribution, one update per rollout).
 
     :param policy: ``"MlpPolicy"``, ``"CnnPolicy"``, ``"MultiInputPolicy"`` or an ``ActorCriticPolicy`` subclass
     :param env: the environment (or its Gymnasium id)
@@ -240,13 +192,7 @@ class ACKTR(NaturalGradientAlgorithm):
     def _setup_model(self) -> None:
         super()._setup_model()
         # K-FAC over the whole policy (actor + critic) instead of the first-order optimizer the policy built.
-        self.policy.optimizer = KFAC(
-            self.policy,
-            lr=self.lr_schedule(1),
-            kl_clip=self.kfac_clip,
-            warmup_max_grad_norm=self.max_grad_norm,
-            **{key: getattr(self, key) for key in _KFAC_SAME_NAMES},
-        )
+        self.policy.optimizer = make_kfac(self.policy, self.lr_schedule(1), self)
 
     @property
     def kfac(self) -> KFAC:
@@ -255,19 +201,11 @@ class ACKTR(NaturalGradientAlgorithm):
         return self.policy.optimizer
 
     def _fisher_loss(self, distribution: Any, values: th.Tensor, returns: th.Tensor) -> th.Tensor:
-        """The sampled Fisher loss of Wu et al. 2017, §3.1 (a batch mean of log-likelihoods)."""
-        pg_fisher = sampled_log_prob(distribution).mean()
         variance = 1.0
         if self.adaptive_gauss_newton:
-            batch_var = float(th.mean((returns - values.detach()) ** 2))
-            if np.isfinite(batch_var):
-                if self.bellman_error_var is None:
-                    self.bellman_error_var = batch_var
-                else:
-                    self.bellman_error_var = self.stat_decay * self.bellman_error_var + (1 - self.stat_decay) * batch_var
+            self.bellman_error_var = updated_bellman_error_var(self.bellman_error_var, values, returns, self.stat_decay)
             variance = max(self.bellman_error_var or 1.0, 1e-8)
-        vf_fisher = critic_sampled_log_likelihood(values, variance).mean()
-        return pg_fisher + self.vf_fisher_coef * vf_fisher
+        return sampled_fisher_loss(distribution, values, self.vf_fisher_coef, variance)
 
     def train(self) -> None:
         """One ACKTR update on the whole rollout (Wu et al. 2017, §3)."""

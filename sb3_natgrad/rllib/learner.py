@@ -12,7 +12,7 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.utils.torch_utils import explained_variance
 
-from sb3_natgrad.acktr.acktr import _KFAC_SAME_NAMES
+from sb3_natgrad.acktr.kfac_options import make_kfac
 from sb3_natgrad.optim import KFAC, all_reduce_sum
 from sb3_natgrad.optim.fisher import critic_sampled_log_likelihood
 from sb3_natgrad.rllib.reward_scaling import NormalizeRewards
@@ -60,13 +60,11 @@ class ACKTRTorchLearner(PPOTorchLearner):
         check_action_space(module.action_space)
         if hasattr(module, "is_stateful") and module.is_stateful():
             raise ValueError(f"ACKTR on RLlib supports feed-forward RLModules only; module {module_id!r} is recurrent")
-        kfac = KFAC(
+        kfac = make_kfac(
             module,
-            lr=config.lr if isinstance(config.lr, (int, float)) else 0.0,  # a schedule is written in by RLlib
-            kl_clip=config.kfac_clip,
-            warmup_max_grad_norm=config.max_grad_norm,
+            config.lr if isinstance(config.lr, (int, float)) else 0.0,  # a schedule is written in by RLlib
+            config,
             statistics_reducer=all_reduce_sum() if self.config.num_learners > 1 else None,
-            **{key: getattr(config, key) for key in _KFAC_SAME_NAMES},
         )
         self.register_optimizer(
             module_id=module_id, optimizer=kfac, params=self.get_parameters(module), lr_or_lr_schedule=config.lr
