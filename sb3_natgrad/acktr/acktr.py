@@ -15,13 +15,8 @@ from torch.nn import functional as F
 from sb3_natgrad.acktr.fisher import sampled_fisher_loss, updated_bellman_error_var
 from sb3_natgrad.acktr.kfac_options import check_acktr_kfac_arguments, make_kfac
 from sb3_natgrad.common.checks import ArgumentCheck, check_number
-from sb3_natgrad.common.distributions import distribution_and_values
-from sb3_natgrad.common.on_policy import (
-    KL_SHRINKING_FACTOR,
-    MAX_KL_BACKTRACKS,
-    NaturalGradientAlgorithm,
-    own_arguments,
-)
+from sb3_natgrad.common.distributions import distribution_and_values, mean_entropy
+from sb3_natgrad.common.on_policy import NaturalGradientAlgorithm, own_arguments
 from sb3_natgrad.common.schedules import LinearDecay
 from sb3_natgrad.optim import KFAC
 
@@ -123,19 +118,8 @@ class ACKTR(NaturalGradientAlgorithm):
     kfac_clip: float
     #: a class default: models saved before the option existed load without the exact-KL bound
     max_kl: float | None = None
-    damping: float
-    momentum: float
+    # K-FAC's options (kfac_options.OPTION_NAMES) are attributes too, read by make_kfac
     stat_decay: float
-    stats_interval: int
-    inverse_interval: int
-    inverse_method: str
-    damping_type: str | None
-    warmup_steps: int
-    weight_decay: float
-    stats_batch_size: int | None
-    stats_dtype: str | th.dtype | None
-    conv_factors: str | dict[str, str]
-    async_inverse: bool
     adaptive_gauss_newton: bool
     normalize_advantage: bool
     #: running variance of the Bellman error (adaptive Gauss-Newton, Wu et al. 2017 appendix D)
@@ -221,7 +205,7 @@ class ACKTR(NaturalGradientAlgorithm):
         # A2C's loss
         policy_loss = -(self._standardized(data.advantages) * log_prob).mean()
         value_loss = F.mse_loss(data.returns, values)
-        entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
+        entropy_loss = -mean_entropy(entropy, log_prob)
         loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
         if not th.isfinite(loss):
             kfac.discard_statistics()
@@ -240,16 +224,9 @@ class ACKTR(NaturalGradientAlgorithm):
         if info.get("skipped"):
             self._skip_update("K-FAC refused a non-finite gradient or update")
             return
-        logged = {}
-        if self.max_kl is not None:  # optional exact-KL bound on top of the paper's trust region
-            logged["update_scale"], kl = self._backtrack_to_kl(
-                params, before, old_distribution, data.observations, self.max_kl, KL_SHRINKING_FACTOR, MAX_KL_BACKTRACKS
-            )
-        elif self._logs_written_after_this_update():
-            # exact KL(old || new) on the batch: one more actor forward, only when the value reaches the log
-            kl = self._exact_kl(old_distribution, data.observations)
-        else:
-            kl = None
+        # the optional exact-KL bound on top of the paper's trust region (or the KL for the log)
+        update_scale, kl = self._bound_kl(params, before, old_distribution, data.observations)
+        logged = {"update_scale": update_scale} if self.max_kl is not None else {}
         if self.adaptive_gauss_newton and self.bellman_error_var is not None:
             logged["bellman_error_std"] = float(np.sqrt(self.bellman_error_var))
         self._finish_update(

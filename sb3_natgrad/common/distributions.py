@@ -34,6 +34,18 @@ def distribution_and_values(policy: ActorCriticPolicy, obs: PyTorchObs) -> tuple
     return distribution, values
 
 
+def mean_entropy(entropy: th.Tensor | None, log_prob: th.Tensor) -> th.Tensor:
+    """
+    The batch-mean entropy, or its estimate ``-mean(log pi(a|s))`` for distributions without a closed form (SB3's A2C
+    and PPO do the same).
+
+    :param entropy: per-sample entropies, or ``None``
+    :param log_prob: per-sample log-probabilities of the batch's actions
+    :return: a scalar
+    """
+    return -th.mean(log_prob) if entropy is None else th.mean(entropy)
+
+
 def sampled_log_prob(distribution: Distribution) -> th.Tensor:
     """
     ``log pi(a~|s)`` for fresh actions ``a~`` drawn from ``distribution`` (no gradient through the sample).

@@ -35,6 +35,7 @@ from sb3_natgrad.common.checks import (
 from sb3_natgrad.common.distributions import policy_kl
 from sb3_natgrad.common.log_schedule import LogScheduleMixin
 from sb3_natgrad.common.minatar import MinAtarPolicy
+from sb3_natgrad.common.parameters import restore_parameters
 from sb3_natgrad.common.save_util import check_saved_algorithm
 from sb3_natgrad.optim.validation import all_finite, invalid, is_number
 
@@ -322,6 +323,23 @@ class NaturalGradientAlgorithm(LogScheduleMixin, OnPolicyAlgorithm):
             kl = self._exact_kl(old_distribution, obs)
         return fraction, kl
 
+    def _bound_kl(
+        self, params: Sequence[nn.Parameter], before: Sequence[th.Tensor], old_distribution: Any, obs: PyTorchObs
+    ) -> tuple[float, float | None]:
+        """
+        ACKTR's and KFRELAX's optional exact-KL bound on a step just taken (``params`` at ``before + delta``): with
+        ``max_kl``, :meth:`_backtrack_to_kl` by :data:`KL_SHRINKING_FACTOR`, at most :data:`MAX_KL_BACKTRACKS` times;
+        without, the exact KL is computed only for an update whose values reach the log.
+
+        :return: the fraction of the step kept, and the exact KL (``None``: neither bounded nor logged)
+        """
+        max_kl = getattr(self, "max_kl", None)
+        if max_kl is not None:
+            return self._backtrack_to_kl(params, before, old_distribution, obs, max_kl, KL_SHRINKING_FACTOR, MAX_KL_BACKTRACKS)
+        if self._logs_written_after_this_update():
+            return 1.0, self._exact_kl(old_distribution, obs)
+        return 1.0, None
+
     def _skip_update(self, reason: str, outcome: str = "skipped", what: str = "update") -> None:
         """
         Count an update that left the policy unchanged, and say why.
@@ -384,9 +402,7 @@ class NaturalGradientAlgorithm(LogScheduleMixin, OnPolicyAlgorithm):
         """
         if (kl is None or math.isfinite(kl)) and all_finite([p.detach() for p in params]):
             return True
-        with th.no_grad():
-            for param, saved in zip(params, backup, strict=True):
-                param.copy_(saved)
+        restore_parameters(params, backup)
         self._skip_update(f"the step gave a non-finite policy (KL={kl})", outcome="reverted", what=what)
         return False
 

@@ -55,7 +55,7 @@ from sb3_natgrad.kfrelax.relaxations import DiagGaussianReparameterization, Disc
 if TYPE_CHECKING:
     from sb3_natgrad.optim.kfac import KFAC
 
-REDUCTIONS = ("mean", "sum")
+REDUCTIONS = ("mean", "sum", "none")
 
 
 class ControlVariate(nn.Module):
@@ -171,6 +171,8 @@ def _reduce(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
         return per_sample.mean()
     if reduction == "sum":
         return per_sample.sum()
+    if reduction == "none":
+        return per_sample
     raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
@@ -183,7 +185,7 @@ def relax_objective(
     reduction: str = "mean",
 ) -> torch.Tensor:
     """
-    Scalar RELAX surrogate whose ``theta``-gradient is the RELAX estimate (module docstring; RELAX App. C).
+    RELAX surrogate whose ``theta``-gradient is the RELAX estimate (module docstring; RELAX App. C).
 
     ``obj = reduce_t[(f_t - c_coef_t) * log pi_t + c_z_t - c_z~_t]``.
 
@@ -192,8 +194,8 @@ def relax_objective(
     :param c_z: ``c_phi(s_t, z_t(theta))`` ``[N]``
     :param c_z_tilde: ``c_phi(s_t, z~_t(theta))`` ``[N]``
     :param c_coef: ``c_phi(s_t, z~_t.detach())`` ``[N]`` — constant in ``theta``, differentiable in ``phi``
-    :param reduction: ``"mean"`` or ``"sum"`` over samples
-    :return: scalar objective (to be maximised)
+    :param reduction: ``"mean"`` or ``"sum"`` over samples, or ``"none"`` (per sample)
+    :return: the objective (to be maximised): a scalar, or ``[N]`` with ``reduction="none"``
     """
     per_sample = (returns.detach() - c_coef) * log_prob + c_z - c_z_tilde
     return _reduce(per_sample, reduction)
@@ -207,7 +209,7 @@ def lax_objective(
     reduction: str = "mean",
 ) -> torch.Tensor:
     """
-    Scalar LAX surrogate whose ``theta``-gradient is the LAX estimate (RELAX App. C first theorem; Firouzi 2018, Alg. 1).
+    LAX surrogate whose ``theta``-gradient is the LAX estimate (RELAX App. C first theorem; Firouzi 2018, Alg. 1).
 
     ``obj = reduce_t[(f_t - c_coef_t) * log pi(a_t|s_t) + c_action_t]``.
 
@@ -215,8 +217,8 @@ def lax_objective(
     :param returns: ``f_t`` ``[N]`` (detached here)
     :param c_action: ``c_phi(s_t, a_t(theta, eps_t))`` ``[N]`` (reparameterised action)
     :param c_coef: ``c_phi(s_t, a_t.detach())`` ``[N]``
-    :param reduction: ``"mean"`` or ``"sum"`` over samples
-    :return: scalar objective (to be maximised)
+    :param reduction: ``"mean"`` or ``"sum"`` over samples, or ``"none"`` (per sample)
+    :return: the objective (to be maximised): a scalar, or ``[N]`` with ``reduction="none"``
     """
     per_sample = (returns.detach() - c_coef) * log_prob + c_action
     return _reduce(per_sample, reduction)

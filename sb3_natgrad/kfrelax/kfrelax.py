@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import warnings
 from contextlib import nullcontext
-from functools import partial
 from typing import Any, ClassVar, cast
 
 import torch as th
@@ -15,27 +13,20 @@ from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from torch import nn
 from torch.nn import functional as F
 
-from sb3_natgrad.common.checks import ArgumentCheck, check_choice, check_int, check_number
-from sb3_natgrad.common.gradients import flatten_grads
-from sb3_natgrad.common.on_policy import (
-    KL_SHRINKING_FACTOR,
-    MAX_KL_BACKTRACKS,
-    NaturalGradientAlgorithm,
-    own_arguments,
-)
-from sb3_natgrad.kfrelax.buffers import (
-    NOISY_BUFFERS,
-    NoisyDictRolloutBuffer,
-    NoisyRolloutBuffer,
-    NoisyRolloutBufferSamples,
-)
-from sb3_natgrad.kfrelax.control_variate import (
-    ControlVariate,
-    estimator_variance_loss,
-    lax_surrogate,
-    logit_proxy_variance_loss,
-    record_control_variate_fisher,
-    relax_surrogate,
+from sb3_natgrad.common.checks import ArgumentCheck
+from sb3_natgrad.common.distributions import mean_entropy
+from sb3_natgrad.common.on_policy import NaturalGradientAlgorithm, own_arguments
+from sb3_natgrad.kfrelax.buffers import NoisyDictRolloutBuffer, NoisyRolloutBuffer, NoisyRolloutBufferSamples
+from sb3_natgrad.kfrelax.checks import ARGUMENT_CHECKS, check_noise_arguments, check_policy_class
+from sb3_natgrad.kfrelax.control_variate import SurrogateTerms
+from sb3_natgrad.kfrelax.control_variate_training import ControlVariateTrainingMixin, control_variate_loss
+from sb3_natgrad.kfrelax.estimator import (
+    ACTION_MISMATCH_TOLERANCE,
+    action_mismatch,
+    grad_variance,
+    per_sample_objective,
+    relaxation_actions,
+    set_policy_gradient,
 )
 from sb3_natgrad.kfrelax.policies import (
     KFRELAXCnnPolicy,
@@ -44,66 +35,33 @@ from sb3_natgrad.kfrelax.policies import (
     KFRELAXPolicy,
     RelaxForward,
 )
-from sb3_natgrad.kfrelax.relaxations import DiagGaussianReparameterization, DiscreteRelaxation
-from sb3_natgrad.optim import KFAC
 from sb3_natgrad.optim.validation import all_finite
 
-CV_OPTIMIZERS = ("kfac", "adam")
-CV_LOSSES = ("exact", "proxy")
-TARGETS = ("advantage", "return")
-#: default step size of c_phi's optimizer (K-FAC's maximum step size, or Adam's learning rate)
-DEFAULT_CV_LEARNING_RATE = {"kfac": 0.1, "adam": 1e-3}
-#: Adam learning rate of log tau and the output scale with K-FAC (K-FAC step sizes are not Adam learning rates)
-DEFAULT_KFAC_SCALAR_LEARNING_RATE = 1e-3
-#: above this fraction of samples whose stored noise does not reproduce the stored action, the update is skipped
-ACTION_MISMATCH_TOLERANCE = 0.01
-#: relative tolerance for Box actions rebuilt as mu + sigma * eps from the stored noise
-BOX_ACTION_RTOL = 1e-4
-#: number of random sub-batches for the logged estimator-variance diagnostic
-VARIANCE_GROUPS = 8
 
-
-class KFRELAX(NaturalGradientAlgorithm):
+class KFRELAX(ControlVariateTrainingMixin, NaturalGradientAlgorithm):
     """
     KFRELAX: RELAX (discrete actions) / LAX (Box actions) policy gradients whose control variate ``c_phi`` is trained by
     K-FAC on the estimator's variance (KF-RELAX / KF-LAX, Firouzi 2018, Alg. 1-2), or by Adam
-    (``cv_optimizer="adam"``: plain RELAX / LAX, Grathwohl et al. 2018).
+    (``cv_optimizer="adam"``: plain RELAX / LAX, Grathwohl et al. 2018, Alg. 1-2).
 
     Papers: https://arxiv.org/abs/1812.04181 (KF-LAX), https://arxiv.org/abs/1711.00123 (RELAX).
 
     **Strictly on-policy**: exactly one update per rollout, on the whole batch (``N = n_steps * n_envs``); a second
-    ``train()`` on the same rollout is refused. The policy acts through explicit noise, which the rollout buffer
-    stores (:class:`~sb3_natgrad.kfrelax.policies.KFRELAXPolicy`, :mod:`~sb3_natgrad.kfrelax.buffers`): uniforms ``u``
-    for discrete spaces (Gumbel-max / logistic, RELAX App. B) and standard normals ``eps`` for Box (``a = mu + sigma
-    eps``; stored rather than recovered as ``(a - mu) / sigma``, which is exact only up to rounding). At train time
-    ``z(theta, u)`` is rebuilt with the same ``theta`` and must reproduce the stored action (``argmax`` / sign); the
-    mismatch rate is logged (``train/action_mismatch``, 0 on on-policy data up to floating-point ties). Mismatched
-    samples (near-ties where the batched forward pass rounds differently) fall back to the score-function term
-    ``f log pi``; if more than 1% mismatch, the data are not on-policy and the update is skipped with a warning.
+    ``train()`` on the same rollout is refused. The policy acts through noise that the rollout buffer stores
+    (:class:`~sb3_natgrad.kfrelax.policies.KFRELAXPolicy`), and the update rebuilds each action from it: the share of
+    samples where it does not is logged (``train/action_mismatch``, 0 on on-policy data up to floating-point ties);
+    above 1% the data are not on-policy and the update is skipped with a warning (:mod:`~sb3_natgrad.kfrelax.estimator`).
 
-    **Update** (one per rollout):
+    **Update** (one per rollout, :meth:`train`):
 
-    1. Per sample the surrogate ``obj_t = (f_t - c_phi(s_t, z~_t.detach())) log pi(b_t|s_t) + c_phi(s_t, z_t) -
-       c_phi(s_t, z~_t)`` with ``z_t = z(theta, u_t)`` and ``z~_t ~ p(z | b_t, theta)`` (exact conditional sampler,
-       fresh ``v``), whose ``theta``-gradient is the RELAX estimate (RELAX App. C, second theorem; Firouzi 2018, §4.2.1).
-       LAX: ``obj_t = (f_t - c_phi(s_t, a_t.detach())) log pi(a_t|s_t) + c_phi(s_t, a_t(theta, eps_t))`` (App. C,
-       first theorem). ``g_hat = d mean_t(obj_t) / d theta`` over the actor's parameters (ascent direction).
-    2. ``f_t`` (``target``): the GAE(``gae_lambda``) advantage of the learned value ``V`` (default) or the
-       ``gae_lambda``-return (``gae_lambda=1``: the discounted return-to-go, bootstrapped with ``V`` at the rollout
-       cut and at time limits). With advantages ``c_phi`` plays the role of ``c^`` in ``c = V + c^`` (RELAX App. C,
-       as in its continuous experiments): the state-dependent part is fitted cheaply by regression and ``c_phi`` only
-       has to model the action-dependent residual, so at initialisation the estimator is already A2C's instead of
-       raw REINFORCE. ``target="return"`` is the paper's discrete setting (no value baseline in the estimator).
-    3. Control variate: the variance loss ``N * ||g_hat||^2`` (RELAX eq. "vargrad": ``E[g_hat]`` does not depend on
-       ``phi``, so ``d Var / d phi = d E||g_hat||^2 / d phi``), by double backprop over all actor parameters
-       (``cv_loss="exact"``), or the cheaper per-sample logit-level PROXY ``sum_t ||d obj_t / d psi_t||^2`` over the
-       distribution parameters ``psi_t`` (``cv_loss="proxy"``: not the variance of the parameter gradient). The
-       factor ``N`` puts the loss on a per-sample scale, so K-FAC's damping and trust region do not depend on the
-       batch size (Adam is scale invariant). ``cv_optimizer="kfac"`` preconditions the true gradient of the
-       ``nn.Linear`` layers of ``c_phi`` with K-FAC factors of ``c_phi``'s own output Fisher (Gauss-Newton of a
-       unit-variance regressor over the ``2N`` inputs ``z``, ``z~``), damping ``cv_damping``,
-       trust region ``cv_kl_clip`` on the change of ``c_phi``'s outputs, momentum; ``log tau`` and the output scale
-       use Adam. ``cv_optimizer="adam"``: Adam on all of ``phi``.
+    1. ``f_t`` (``target``): the GAE(``gae_lambda``) advantage of the learned value ``V`` (default: ``c_phi`` then only
+       models the action-dependent residual ``c^`` of ``c = V + c^``, RELAX App. C) or the ``gae_lambda``-return (the
+       paper's discrete setting, no value baseline in the estimator; with ``gae_lambda=1`` the discounted return-to-go,
+       bootstrapped with ``V`` at the rollout cut and at time limits).
+    2. The RELAX / LAX estimate ``g_hat = d mean_t(obj_t) / d theta`` over the actor's parameters, ``obj_t`` the
+       per-sample surrogate (RELAX App. C; Firouzi 2018, §4.2.1; :mod:`~sb3_natgrad.kfrelax.estimator`).
+    3. The control variate's loss ``N * ||g_hat||^2`` (RELAX §3, eq. "vargrad"; ``cv_loss="exact"``, by double
+       backprop) or a logit-level proxy (``cv_loss="proxy"``): :mod:`~sb3_natgrad.kfrelax.control_variate_training`.
     4. Policy: ``theta.grad = -g_hat - ent_coef * d entropy / d theta + vf_coef * d mean((R - V)^2) / d theta`` (the
        entropy bonus and the value loss are NOT in the variance loss), optional global gradient-norm clip
        ``max_grad_norm``, then a step of the policy's optimizer (any SB3 ``optimizer_class``; Adam by default, as the
@@ -112,13 +70,13 @@ class KFRELAX(NaturalGradientAlgorithm):
        shared with SMAC and ACKTR, :meth:`~sb3_natgrad.common.on_policy.NaturalGradientAlgorithm._backtrack_to_kl`,
        at least halving each time, at most 10 times). A policy that is still not finite is reverted and the update
        counted in ``train/skipped_updates``.
+    5. Control variate: a step of K-FAC (``cv_optimizer="kfac"``, damping ``cv_damping``, trust region ``cv_kl_clip``)
+       or of Adam on ``c_phi``'s layers, and of Adam on its temperature and output scale.
 
-    Logged besides A2C's keys: ``train/cv_loss``, ``train/grad_variance`` (per-parameter average of the per-sample
-    variance of the RELAX/LAX estimate ``g_hat_t``, from ``8`` random sub-batches: ``m * sum_k ||g_k - g||^2 /
-    ((K - 1) P)`` with ``m`` samples per sub-batch, ``P`` actor parameters; samples treated as independent) and
-    ``train/grad_variance_no_cv`` (the same for the estimator without control variate, ``f log pi``): both only on
-    updates whose logs are written; ``train/temperature``, ``train/cv_scale``, ``train/kl`` (exact, on logged
-    updates or always with ``max_kl``), ``train/update_scale``, ``train/action_mismatch`` and the K-FAC counters.
+    Logged besides A2C's keys: ``train/cv_loss``, ``train/grad_variance`` and ``train/grad_variance_no_cv`` (on updates
+    whose logs are written; :func:`~sb3_natgrad.kfrelax.estimator.grad_variance`), ``train/temperature``,
+    ``train/cv_scale``, ``train/kl`` (exact, on logged updates or always with ``max_kl``), ``train/update_scale``,
+    ``train/action_mismatch`` and the K-FAC counters.
 
     **Defaults.** ``ent_coef=0.01``, ``gamma=0.99`` and Adam for the policy: RELAX App. E and KF-RELAX §4.2.1;
     ``vf_coef``, ``max_grad_norm``, ``gae_lambda``: SB3's A2C; ``learning_rate``, ``n_steps``, ``max_kl``: tuned on
@@ -172,19 +130,7 @@ class KFRELAX(NaturalGradientAlgorithm):
         "MultiInputPolicy": KFRELAXMultiInputPolicy,
         "MinAtarPolicy": KFRELAXMinAtarPolicy,
     }
-    argument_checks: ClassVar[dict[str, ArgumentCheck]] = {
-        "max_kl": partial(check_number, low=0.0, low_inclusive=False, allow_none=True),
-        "target": partial(check_choice, choices=TARGETS),
-        "cv_optimizer": partial(check_choice, choices=CV_OPTIMIZERS),
-        "cv_loss": partial(check_choice, choices=CV_LOSSES),
-        "cv_learning_rate": partial(check_number, low=0.0, allow_none=True),
-        "cv_scalar_learning_rate": partial(check_number, low=0.0, allow_none=True),
-        "cv_damping": partial(check_number, low=0.0, low_inclusive=False),
-        "cv_kl_clip": partial(check_number, low=0.0, low_inclusive=False),
-        "cv_momentum": partial(check_number, low=0.0, high=1.0, high_inclusive=False),
-        "cv_stat_decay": partial(check_number, low=0.0, high=1.0, high_inclusive=False),
-        "cv_inverse_interval": partial(check_int, low=1),
-    }
+    argument_checks: ClassVar[dict[str, ArgumentCheck]] = ARGUMENT_CHECKS
     saved_markers = ("cv_optimizer", "cv_loss")
 
     policy: KFRELAXPolicy
@@ -192,17 +138,7 @@ class KFRELAX(NaturalGradientAlgorithm):
     max_kl: float | None
     target: str
     normalize_advantage: bool
-    cv_optimizer: str
-    cv_loss: str
-    cv_learning_rate: float | None
-    cv_scalar_learning_rate: float | None
-    cv_damping: float
-    cv_kl_clip: float
-    cv_momentum: float
-    cv_stat_decay: float
-    cv_inverse_interval: int
-    #: control-variate updates skipped for a non-finite gradient (the policy update itself may still be taken)
-    cv_skipped_updates: int = 0
+    # the cv_* arguments, c_phi's optimizers and cv_skipped_updates: see ControlVariateTrainingMixin
 
     def __init__(
         self,
@@ -243,180 +179,47 @@ class KFRELAX(NaturalGradientAlgorithm):
         super().__init__(**own_arguments(locals()))
 
     def _check_argument_combinations(self, arguments: dict[str, Any]) -> None:
-        name = type(self).__name__
-        if arguments["use_sde"]:
-            raise ValueError(f"{name}: invalid use_sde=True, gSDE is not supported (LAX needs a = mu + sigma * eps)")
-        buffer_class = arguments["rollout_buffer_class"]
-        if buffer_class is not None and not (isinstance(buffer_class, type) and issubclass(buffer_class, NOISY_BUFFERS)):
-            raise ValueError(
-                f"{name}: invalid rollout_buffer_class={buffer_class!r}, it must store the acting noise: use "
-                "NoisyRolloutBuffer / NoisyDictRolloutBuffer (sb3_natgrad.kfrelax.buffers) or a subclass"
-            )
+        check_noise_arguments(type(self).__name__, arguments)
 
     # -- set-up --------------------------------------------------------------------------------------------------
 
     def _setup_model(self) -> None:
-        name = type(self).__name__
         if self.rollout_buffer_class is None:
             self.rollout_buffer_class = (
                 NoisyDictRolloutBuffer if isinstance(self.observation_space, spaces.Dict) else NoisyRolloutBuffer
             )
-        if not (isinstance(self.policy_class, type) and issubclass(self.policy_class, KFRELAXPolicy)):
-            given = getattr(self.policy_class, "__name__", self.policy_class)
-            raise ValueError(
-                f"{name} needs a policy class derived from KFRELAXPolicy, got {given!r}: "
-                "KFRELAX acts through noise that it stores (the policy's pop_acting_noise, actions_from_noise and "
-                "relax_forward) and trains a control variate that the policy owns. Derive the class from "
-                "sb3_natgrad.kfrelax.KFRELAXPolicy (or sb3_natgrad.kfrelax.CnnPolicy / MultiInputPolicy) instead of "
-                "ActorCriticPolicy; the networks are set through policy_kwargs (net_arch, features_extractor_class, "
-                "cv_net_arch, ...)"
-            )
+        check_policy_class(type(self).__name__, self.policy_class)
         super()._setup_model()
         assert isinstance(self.policy, KFRELAXPolicy)
         self.rollout_buffer.noise_source = self.policy.pop_acting_noise
-        cv = self.control_variate
-        lr = self.resolved_cv_learning_rate
-        if self.cv_optimizer == "kfac":
-            self.cv_net_optimizer: th.optim.Optimizer = KFAC(
-                cv.kfac_module(),
-                lr=lr,
-                momentum=self.cv_momentum,
-                damping=self.cv_damping,
-                kl_clip=self.cv_kl_clip,
-                stat_decay=self.cv_stat_decay,
-                stats_interval=1,
-                inverse_interval=self.cv_inverse_interval,
-            )
-        else:
-            self.cv_net_optimizer = th.optim.Adam(cv.kfac_module().parameters(), lr=lr)
-        self.cv_scalar_optimizer = th.optim.Adam(cv.first_order_parameters(), lr=self.resolved_cv_scalar_learning_rate)
-
-    @property
-    def control_variate(self) -> ControlVariate:
-        """The control variate ``c_phi`` (a module of the policy)."""
-        return self.policy.control_variate
-
-    @property
-    def resolved_cv_learning_rate(self) -> float:
-        """``cv_learning_rate``, or its default for ``cv_optimizer``."""
-        return DEFAULT_CV_LEARNING_RATE[self.cv_optimizer] if self.cv_learning_rate is None else self.cv_learning_rate
-
-    @property
-    def resolved_cv_scalar_learning_rate(self) -> float:
-        """``cv_scalar_learning_rate``, or its default for ``cv_optimizer``."""
-        if self.cv_scalar_learning_rate is not None:
-            return self.cv_scalar_learning_rate
-        return self.resolved_cv_learning_rate if self.cv_optimizer == "adam" else DEFAULT_KFAC_SCALAR_LEARNING_RATE
-
-    @property
-    def kfac(self) -> KFAC | None:
-        """The K-FAC optimizer of the control variate (``None`` with ``cv_optimizer="adam"``)."""
-        return self.cv_net_optimizer if isinstance(self.cv_net_optimizer, KFAC) else None
+        self._setup_control_variate()
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         # Both control-variate optimizers' states are weights_only-loadable (KFAC keeps tensors and plain values).
         return ["policy", "policy.optimizer", "cv_net_optimizer", "cv_scalar_optimizer"], []
 
-    # -- the estimator -------------------------------------------------------------------------------------------
-
-    def _training_actions(self, actions: th.Tensor) -> th.Tensor:
-        """Buffer actions (float32, ``[N, action_dim]``) in the layout of the relaxations."""
-        if isinstance(self.action_space, spaces.Discrete):
-            return actions.long().flatten()
-        if isinstance(self.action_space, spaces.MultiDiscrete):
-            return actions.long()
-        return actions.reshape(actions.shape[0], -1)
-
-    def _action_mismatch(self, out: RelaxForward, actions: th.Tensor, noise: th.Tensor) -> th.Tensor:
-        """Per sample: does the stored noise, with the current ``theta``, fail to reproduce the stored action?"""
-        with th.no_grad():
-            rebuilt = self.policy.actions_from_noise(out.params.detach(), noise)
-            if isinstance(self.policy.relaxation, DiagGaussianReparameterization):
-                return ((rebuilt - actions).abs() > BOX_ACTION_RTOL * (1.0 + actions.abs())).any(dim=-1)
-            different = rebuilt.to(actions.dtype) != actions
-            return different.reshape(different.shape[0], -1).any(dim=-1)
-
-    def _per_sample_objective(
-        self, out: RelaxForward, actions: th.Tensor, noise: th.Tensor, targets: th.Tensor, valid: th.Tensor | None
-    ) -> tuple[th.Tensor, th.Tensor, Any]:
-        """
-        Per-sample RELAX / LAX surrogate ``obj_t`` (its batch-mean's ``theta``-gradient is the estimate), ``log pi`` and
-        the :class:`~sb3_natgrad.kfrelax.control_variate.SurrogateTerms`.
-
-        ``valid`` (optional, bool ``[N]``): samples whose stored noise reproduces the stored action; the others keep only
-        the score-function term ``f_t log pi_t``.
-        """
-        relaxation = self.policy.relaxation
-        cv = self.control_variate
-        if isinstance(relaxation, DiagGaussianReparameterization):
-            assert out.log_std is not None
-            terms = lax_surrogate(
-                cv, relaxation, out.params, out.log_std, noise, targets, obs=out.cv_obs, reduction="sum"
-            )  # LAX, RELAX App. C first theorem
-            c_pathwise, c_tilde = terms.c_z, th.zeros_like(terms.c_z)
-        else:
-            assert isinstance(relaxation, DiscreteRelaxation)
-            v = relaxation.sample_noise(noise.shape[0], device=noise.device, dtype=noise.dtype)  # fresh noise for z~
-            terms = relax_surrogate(
-                cv, relaxation, out.params, actions, targets, noise, v, obs=out.cv_obs, reduction="sum"
-            )  # RELAX App. C second theorem
-            c_pathwise, c_tilde = terms.c_z, terms.c_z_tilde
-        c_coef = terms.c_coef
-        if valid is not None and not bool(valid.all()):
-            mask = valid.to(c_coef.dtype)
-            c_pathwise, c_tilde, c_coef = c_pathwise * mask, c_tilde * mask, c_coef * mask
-        # obj_t = (f_t - c(z~_t).detach-in-theta) log pi_t + c(z_t) - c(z~_t)   (Firouzi 2018, §4.2.1)
-        per_sample = (targets.detach() - c_coef) * terms.log_prob + c_pathwise - c_tilde
-        return per_sample, terms.log_prob, terms
-
-    def _grad_variance(
-        self, per_sample: th.Tensor, log_prob: th.Tensor, targets: th.Tensor, params: list[nn.Parameter]
-    ) -> tuple[float, float]:
-        """
-        Per-parameter mean of the per-sample variance of ``g_hat_t``, with and without the control variate, from
-        ``VARIANCE_GROUPS`` random sub-batches (the rollout buffer permutes the samples). Log-only.
-        """
-        n = per_sample.shape[0]
-        groups = min(VARIANCE_GROUPS, n)
-        if groups < 2:
-            return float("nan"), float("nan")
-        size = n // groups
-        n_params = sum(p.numel() for p in params)
-        results = []
-        for values in (per_sample, targets.detach() * log_prob):
-            means = []
-            for k in range(groups):
-                chunk = values[k * size : (k + 1) * size].mean()
-                grads = th.autograd.grad(chunk, params, retain_graph=True, allow_unused=True)
-                means.append(flatten_grads(grads, params))
-            stacked = th.stack(means).detach()
-            spread = ((stacked - stacked.mean(dim=0)) ** 2).sum() / (groups - 1)
-            results.append(float(size * spread / n_params))
-        return results[0], results[1]
-
     # -- training ------------------------------------------------------------------------------------------------
 
     def train(self) -> None:
-        """One KFRELAX update on the whole rollout buffer (exactly one per rollout)."""
-        policy = self.policy
+        """
+        One KFRELAX update on the whole rollout: steps 1-5 of the class docstring, in the order of Grathwohl et al. 2018,
+        Alg. 1 (LAX) / Alg. 2 (RELAX), with the control variate's step of Firouzi 2018, Alg. 1-2.
+        """
+        policy, buffer, kfac = self.policy, self.rollout_buffer, self.kfac
         self._begin_update(policy.optimizer)
-        buffer = self.rollout_buffer
         if buffer.used_for_update:
             self._skip_update(
                 "this rollout was already used for an update (KFRELAX is strictly on-policy: one update per rollout)"
             )
             return
         buffer.used_for_update = True
-        kfac = self.kfac
-
         samples, actions = self._whole_batch()
         data = cast(NoisyRolloutBufferSamples, samples)  # the noise-storing buffer's samples
-        n = data.returns.shape[0]
-        targets = self._standardized(data.advantages if self.target == "advantage" else data.returns)
 
-        # The estimator's three c_phi forwards are not K-FAC statistics (those come from one dedicated pass below).
-        stats_pause = kfac.no_statistics() if kfac is not None else nullcontext()
-        with stats_pause:
+        # 1. f_t
+        targets = self._standardized(data.advantages if self.target == "advantage" else data.returns)
+        # 2. the per-sample surrogate obj_t, from the stored noise (these c_phi forwards are not K-FAC statistics)
+        with kfac.no_statistics() if kfac is not None else nullcontext():
             out = policy.relax_forward(data.observations)
             old_distribution = out.distribution.distribution  # snapshot: SB3 reuses its distribution objects
             mismatch = self._action_mismatch(out, actions, data.noise)
@@ -430,8 +233,9 @@ class KFRELAX(NaturalGradientAlgorithm):
                 return
             per_sample, log_prob, terms = self._per_sample_objective(out, actions, data.noise, targets, ~mismatch)
         objective = per_sample.mean()
+        # the entropy bonus and the value loss of step 4 (A2C's)
         entropy = out.distribution.entropy()
-        entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
+        entropy_loss = -mean_entropy(entropy, log_prob)
         value_loss = F.mse_loss(data.returns, out.values)
         aux_loss = self.ent_coef * entropy_loss + self.vf_coef * value_loss
         if not (th.isfinite(objective) and th.isfinite(aux_loss)):
@@ -439,144 +243,78 @@ class KFRELAX(NaturalGradientAlgorithm):
                 f"non-finite loss (objective {objective.detach().item()}, entropy/value loss {aux_loss.detach().item()})"
             )
             return
-
-        actor_params = policy.actor_parameters()
-        policy_params = policy.actor_critic_parameters()
+        actor_params, policy_params = policy.actor_parameters(), policy.actor_critic_parameters()
         cv_params = [p for p in self.control_variate.parameters() if p.requires_grad]
         log_this_update = self._logs_written_after_this_update()
         if log_this_update:
-            grad_variance, grad_variance_no_cv = self._grad_variance(per_sample, log_prob, targets, actor_params)
-            self.logger.record("train/grad_variance", grad_variance)
-            self.logger.record("train/grad_variance_no_cv", grad_variance_no_cv)
+            variance, variance_no_cv = self._grad_variance(per_sample, log_prob, targets, actor_params)
+            self.logger.record("train/grad_variance", variance)
+            self.logger.record("train/grad_variance_no_cv", variance_no_cv)
 
+        # 2.-3. the estimate g_hat = d mean_t(obj_t) / d theta, the control variate's loss N ||g_hat||^2, its phi-gradient
         aux_grads = th.autograd.grad(aux_loss, policy_params, retain_graph=True, allow_unused=True)
-        if self.cv_loss == "exact":
-            # ||g_hat||^2 over all actor parameters, g_hat built with create_graph (RELAX eq. "vargrad").
-            variance_loss, g_hat = estimator_variance_loss(objective, actor_params)
-        else:
-            g_hat = list(th.autograd.grad(objective, actor_params, retain_graph=True, allow_unused=True))
-            g_hat = [th.zeros_like(p) if g is None else g for p, g in zip(actor_params, g_hat)]
-            dist_params = [out.params] if out.log_std is None else [out.params, out.log_std]
-            variance_loss = logit_proxy_variance_loss(objective, dist_params)
-        # per-sample scale: N ||mean_t g_t||^2 (see the class docstring)
-        cv_loss = n * variance_loss
+        cv_loss, g_hat = control_variate_loss(objective, actor_params, out, self.cv_loss)
         cv_grads = th.autograd.grad(cv_loss, cv_params, allow_unused=True)
         g_hat = [g.detach() for g in g_hat]
         if not all_finite(g_hat) or not all_finite([g for g in aux_grads if g is not None]):
             self._skip_update("non-finite policy gradient")
             return
-
-        # ---- policy step: theta.grad = -g_hat + grad(ent_coef * entropy_loss + vf_coef * value_loss)
-        stepped = self._policy_step(
-            data.observations, old_distribution, actor_params, policy_params, g_hat, aux_grads, log_this_update
-        )
-        if stepped is None:
+        # 4. theta: a step of the policy's optimizer on -g_hat + d aux_loss / d theta, capped by max_kl
+        policy.optimizer.zero_grad(set_to_none=True)
+        set_policy_gradient(policy_params, actor_params, g_hat, aux_grads, self.max_grad_norm)
+        before = [p.detach().clone() for p in actor_params]
+        before_policy = [p.detach().clone() for p in policy_params]
+        policy.optimizer.step()
+        kl, update_scale = self._cap_update(data.observations, old_distribution, actor_params, before)
+        if not self._keep_if_finite(policy_params, before_policy, kl):
             return
-        kl, update_scale = stepped
-
-        # ---- control-variate step
+        # 5. phi: a step of K-FAC (or Adam) on the control variate's loss
         self._cv_step(cv_params, cv_grads, terms, out.cv_obs)
 
-        logged = {"cv_loss": cv_loss.detach().item(), "cv_scale": self.control_variate.scale.detach().item()}
-        temperature = self.control_variate.temperature
-        if temperature is not None:
-            logged["temperature"] = temperature.detach().item()
-        logged.update(update_scale=update_scale, cv_skipped_updates=self.cv_skipped_updates)
-        if kfac is not None:
-            logged.update(
-                cv_step_size=kfac.last_step_info.get("step_size", 0.0),
-                cv_kfac_skipped_updates=kfac.counters["skipped_steps"],
-                cv_kfac_inverse_fallbacks=kfac.counters["inverse_fallbacks"],
-            )
         self._finish_update(
             policy_loss=-objective.detach().item(),
             value_loss=value_loss.detach().item(),
             entropy_loss=entropy_loss.detach().item(),
             kl=kl,
-            **logged,
+            update_scale=update_scale,
+            **self._control_variate_logs(cv_loss),
         )
 
-    def _policy_step(
-        self,
-        obs: Any,
-        old_distribution: Any,
-        actor_params: list[nn.Parameter],
-        policy_params: list[nn.Parameter],
-        g_hat: list[th.Tensor],
-        aux_grads: tuple[th.Tensor | None, ...],
-        log_this_update: bool,
-    ) -> tuple[float | None, float] | None:
-        """
-        Step of the policy's optimizer with ``theta.grad = -g_hat + aux_grads`` (optionally norm-clipped), then the
-        capped update; a policy that is not finite afterwards is reverted and the update skipped.
-
-        :return: ``(kl, update_scale)`` of :meth:`_cap_update`, or ``None`` when the update was reverted
-        """
-        optimizer = self.policy.optimizer
-        optimizer.zero_grad(set_to_none=True)
-        for p, g in zip(policy_params, aux_grads):
-            p.grad = th.zeros_like(p) if g is None else g.detach().clone()
-        for p, g in zip(actor_params, g_hat):
-            assert p.grad is not None
-            p.grad.sub_(g)
-        if self.max_grad_norm is not None:
-            nn.utils.clip_grad_norm_(policy_params, self.max_grad_norm)
-        before = [p.detach().clone() for p in actor_params]
-        before_policy = [p.detach().clone() for p in policy_params]
-        optimizer.step()
-        kl, update_scale = self._cap_update(obs, old_distribution, actor_params, before, log_this_update)
-        if not self._keep_if_finite(policy_params, before_policy, kl):
-            return None
-        return kl, update_scale
-
-    # same shape as _policy_step's signature: a subset of its arguments, passed through
     def _cap_update(
         self,
         obs: Any,
         old_distribution: Any,
         actor_params: list[nn.Parameter],
         before: list[th.Tensor],
-        log_this_update: bool,
     ) -> tuple[float | None, float]:
         """
         Trust region of Firouzi 2018, §4.2.1: shrink the actor's update until the exact ``KL(pi_old || pi_new) <= max_kl``.
 
+        (:meth:`~sb3_natgrad.common.on_policy.NaturalGradientAlgorithm._bound_kl`).
+
         :return: the final KL (``None`` if neither capped nor logged) and the factor applied to the actor's update
         """
-        if self.max_kl is None and not log_this_update:
-            return None, 1.0
-
-        if self.max_kl is None:
-            return self._exact_kl(old_distribution, obs), 1.0
-        scale, kl = self._backtrack_to_kl(
-            actor_params, before, old_distribution, obs, self.max_kl, KL_SHRINKING_FACTOR, MAX_KL_BACKTRACKS
-        )
+        scale, kl = self._bound_kl(actor_params, before, old_distribution, obs)
         return kl, scale
 
-    def _cv_step(
-        self, cv_params: list[nn.Parameter], cv_grads: tuple[th.Tensor | None, ...], terms: Any, cv_obs: th.Tensor
-    ) -> None:
-        """Apply the variance-loss gradient to ``c_phi`` (K-FAC or Adam on the layers, Adam on ``log tau`` and scale)."""
-        grads = [th.zeros_like(p) if g is None else g.detach() for p, g in zip(cv_params, cv_grads)]
-        if not all_finite(grads):
-            # KFAC would skip by itself, but the scalars' Adam would not: skip both (before recording statistics).
-            self.cv_skipped_updates += 1
-            warnings.warn(
-                f"{type(self).__name__}: non-finite control-variate gradient, the control variate was not updated",
-                RuntimeWarning,
-            )
-            return
-        kfac = self.kfac
-        if kfac is not None:
-            # Gauss-Newton statistics of c_phi (a unit-variance regressor) on its 2N inputs z, z~ (the N actions for LAX).
-            z_tilde = (
-                terms.z_tilde[:0] if isinstance(self.policy.relaxation, DiagGaussianReparameterization) else terms.z_tilde
-            )
-            record_control_variate_fisher(kfac, self.control_variate, terms.z, z_tilde, obs=cv_obs)
-        grad_of = {id(p): g for p, g in zip(cv_params, grads)}
-        for optimizer in (self.cv_net_optimizer, self.cv_scalar_optimizer):
-            optimizer.zero_grad(set_to_none=True)
-            for group in optimizer.param_groups:
-                for p in group["params"]:
-                    p.grad = grad_of.get(id(p), th.zeros_like(p)).clone()
-            optimizer.step()
+    # -- the estimator's pieces for this algorithm (:mod:`~sb3_natgrad.kfrelax.estimator`) ---------------------------
+
+    def _training_actions(self, actions: th.Tensor) -> th.Tensor:
+        """:func:`~sb3_natgrad.kfrelax.estimator.relaxation_actions` of this action space."""
+        return relaxation_actions(self.action_space, actions)
+
+    def _action_mismatch(self, out: RelaxForward, actions: th.Tensor, noise: th.Tensor) -> th.Tensor:
+        """:func:`~sb3_natgrad.kfrelax.estimator.action_mismatch` of this policy."""
+        return action_mismatch(self.policy, out, actions, noise)
+
+    def _per_sample_objective(
+        self, out: RelaxForward, actions: th.Tensor, noise: th.Tensor, targets: th.Tensor, valid: th.Tensor | None
+    ) -> tuple[th.Tensor, th.Tensor, SurrogateTerms]:
+        """:func:`~sb3_natgrad.kfrelax.estimator.per_sample_objective` of this policy."""
+        return per_sample_objective(self.policy, out, actions, noise, targets, valid)
+
+    def _grad_variance(
+        self, per_sample: th.Tensor, log_prob: th.Tensor, targets: th.Tensor, params: list[nn.Parameter]
+    ) -> tuple[float, float]:
+        """:func:`~sb3_natgrad.kfrelax.estimator.grad_variance` (log-only)."""
+        return grad_variance(per_sample, log_prob, targets, params)

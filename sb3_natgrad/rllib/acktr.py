@@ -26,10 +26,7 @@ from sb3_natgrad.acktr.acktr import ACKTR as SB3ACKTR
 from sb3_natgrad.acktr.kfac_options import OPTION_NAMES, check_acktr_kfac_arguments
 
 #: the config's K-FAC options under ACKTR's (Stable-Baselines3) names, with the SB3 ACKTR's defaults
-KFAC_OPTIONS: dict[str, Any] = {
-    name: inspect.signature(SB3ACKTR.__init__).parameters[name].default
-    for name in OPTION_NAMES
-}
+KFAC_OPTIONS: dict[str, Any] = {name: inspect.signature(SB3ACKTR.__init__).parameters[name].default for name in OPTION_NAMES}
 #: ACKTR-specific options that are not K-FAC's (defaults: the SB3 ACKTR's, and rewards left as they are)
 ACKTR_OPTIONS: dict[str, Any] = {
     "vf_fisher_coef": inspect.signature(SB3ACKTR.__init__).parameters["vf_fisher_coef"].default,
