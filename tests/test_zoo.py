@@ -278,6 +278,28 @@ def test_optimize_on_the_training_curve(tmp_path) -> None:
         assert trial.value != evaluation
 
 
+def test_trial_repeats_average_several_runs_of_one_trial(tmp_path) -> None:
+    """--trial-repeats 2: one trial trains two models with its hyperparameters; its value is the mean of their areas."""
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    args = [*_OPTIMIZE, "--n-trials", "1", "-f", "logs", "--seed", "0", "--storage", storage, "--study-name", "repeats"]
+    run(
+        *[a if a != "200" else "600" for a in args],
+        "--optimization-objective",
+        "training",
+        "--trial-repeats",
+        "2",
+        cwd=tmp_path,
+    )
+    (trial,) = optuna.load_study(study_name="repeats", storage=storage).trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    areas = trial.user_attrs["training_areas"]
+    assert len(areas) == 2 and all(8.0 <= area <= 500.0 for area in areas)  # CartPole returns
+    assert areas[0] != areas[1]  # unseeded runs: two different models
+    assert trial.value == pytest.approx(sum(areas) / 2)
+
+
 def test_training_curve_is_the_mean_of_the_training_means() -> None:
     from stable_baselines3.common.callbacks import BaseCallback
 
@@ -502,6 +524,24 @@ BAD_INPUTS = [
         {},
         ["with --n-jobs 2: run one job per process"],
         id="objective-jobs",
+    ),
+    pytest.param(
+        ["train", "-optimize", "--optimization-objective", "training", "--trial-repeats", "0", "--pruner", "none"],
+        {},
+        ["--trial-repeats '0': expected a number of runs >= 1"],
+        id="repeats-value",
+    ),
+    pytest.param(
+        ["train", "-optimize", "--trial-repeats", "3", "--pruner", "none"],
+        {},
+        ["--trial-repeats 3: only used with --optimization-objective training"],
+        id="repeats-objective",
+    ),
+    pytest.param(
+        ["train", "-optimize", "--optimization-objective", "training", "--trial-repeats", "3"],
+        {},
+        ["--trial-repeats 3 with --pruner median: add --pruner none"],
+        id="repeats-pruner",
     ),
     pytest.param(
         ["train", "-n", "10", "--trial-id", "0", "--study", "x"], {}, ["needs --storage and --study-name"], id="trial-study"

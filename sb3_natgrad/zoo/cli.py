@@ -146,6 +146,7 @@ _TRAIN_OPTIONS = [
     (("--trial-id",), dict(type=int, default=None)),
     (("-optimize", "--optimize-hyperparameters"), dict(action="store_true", dest="optimize_hyperparameters")),
     (("--n-jobs",), dict(type=int, default=1)),
+    (("--pruner",), dict(default="median")),  # rl-zoo3's default
 ]
 _LOAD_OPTIONS = [
     *_ALGO_ENV_OPTIONS,
@@ -309,7 +310,7 @@ def train(argv: list[str]) -> None:
 
     from sb3_natgrad.zoo.experiment import NatgradExperimentManager
 
-    argv, objective = _pop_optimization_objective(argv)
+    argv, objective, repeats = _pop_optimization_options(argv)
     argv, known = _prepare(argv, _TRAIN_OPTIONS)
     if objective != "eval" and known is not None:
         if not known.optimize_hyperparameters:
@@ -319,6 +320,12 @@ def train(argv: list[str]) -> None:
                 f"--optimization-objective {objective} with --n-jobs {known.n_jobs}: run one job per process instead "
                 "(several processes can share a study through --storage)"
             )
+    if repeats != 1 and known is not None:
+        if objective != "training":
+            raise ZooError(f"--trial-repeats {repeats}: only used with --optimization-objective training")
+        if known.pruner != "none":
+            # the pruner would judge the later runs of a trial by the evaluations of its first
+            raise ZooError(f"--trial-repeats {repeats} with --pruner {known.pruner}: add --pruner none")
     if known is not None and known.n_timesteps != -1 and known.n_timesteps <= 0:
         # rl-zoo3 would silently train the entry's n_timesteps instead
         raise ZooError(
@@ -341,30 +348,38 @@ def train(argv: list[str]) -> None:
     with (
         _patched(rl_zoo3.train, "ExperimentManager", NatgradExperimentManager),
         _patched(NatgradExperimentManager, "optimization_objective", objective),
+        _patched(NatgradExperimentManager, "trial_repeats", repeats),
         _script_argv("train", argv),
     ):
         rl_zoo3.train.train()
 
 
-def _pop_optimization_objective(argv: list[str]) -> tuple[list[str], str]:
+def _pop_optimization_options(argv: list[str]) -> tuple[list[str], str, int]:
     """
-    Take our ``--optimization-objective {eval,training}`` out of the arguments (rl-zoo3's parser does not know it).
+    Take our ``--optimization-objective {eval,training}`` and ``--trial-repeats N`` out of the arguments (rl-zoo3's
+    parser knows neither).
 
-    :return: the other arguments and the objective (default ``"eval"``, rl-zoo3's)
+    :return: the other arguments, the objective (default ``"eval"``, rl-zoo3's) and the runs per trial (default 1)
     """
     from sb3_natgrad.zoo.experiment import OPTIMIZATION_OBJECTIVES
 
-    rest, objective = [], "eval"
+    rest, objective, repeats = [], "eval", 1
     items = iter(argv)
     for item in items:
-        if item == "--optimization-objective" or item.startswith("--optimization-objective="):
-            value = item.partition("=")[2] if "=" in item else next(items, None)
+        flag = item.partition("=")[0]
+        if flag not in ("--optimization-objective", "--trial-repeats"):
+            rest.append(item)
+            continue
+        value = item.partition("=")[2] if "=" in item else next(items, None)
+        if flag == "--optimization-objective":
             if value not in OPTIMIZATION_OBJECTIVES:
                 raise ZooError(f"--optimization-objective {value!r}: expected one of {', '.join(OPTIMIZATION_OBJECTIVES)}")
             objective = value
         else:
-            rest.append(item)
-    return rest, objective
+            if value is None or not value.isdigit() or int(value) < 1:
+                raise ZooError(f"--trial-repeats {value!r}: expected a number of runs >= 1")
+            repeats = int(value)
+    return rest, objective, repeats
 
 
 def _import_enjoy() -> types.ModuleType:

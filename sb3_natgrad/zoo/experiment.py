@@ -158,25 +158,35 @@ class NatgradExperimentManager(ExperimentManager):
     #: what ``-optimize`` maximises (one of :data:`OPTIMIZATION_OBJECTIVES`; ``sb3-natgrad train --optimization-objective``)
     optimization_objective: str = "eval"
 
+    #: runs per trial, averaged (``sb3-natgrad train --trial-repeats``; only with the ``"training"`` objective)
+    trial_repeats: int = 1
+
     def objective(self, trial: Any) -> float:
         """
         rl-zoo3's objective (the last evaluation's mean return; its evaluations also drive the pruner), or with
         ``optimization_objective = "training"`` the area under the training curve of the same run
         (:class:`TrainingCurve`): what a user of the trained agent's learning curve sees, not one deterministic
-        evaluation at the end.
+        evaluation at the end. With ``trial_repeats = N`` the trial's hyperparameters train ``N`` models (rl-zoo3 does
+        not seed a trial's model, so each run draws its own initialisation and actions) and the value is the mean of
+        their areas, each recorded in the trial's user attribute ``training_areas``: one run of a classic-control task
+        is too noisy to rank trials by.
         """
         if self.optimization_objective == "eval":
             return super().objective(trial)
-        key = f"{id(self)}:{trial.number}"
         saved = self.specified_callbacks
         listed = saved if isinstance(saved, list) else ([saved] if saved else [])
-        self.specified_callbacks = [*listed, {f"{__name__}.TrainingCurve": {"key": key}}]
-        try:
-            super().objective(trial)
-        finally:
-            self.specified_callbacks = saved
-            area = TrainingCurve.finished.pop(key, float("-inf"))
-        return area
+        areas: list[float] = []
+        for run in range(self.trial_repeats):
+            key = f"{id(self)}:{trial.number}:{run}"
+            self.specified_callbacks = [*listed, {f"{__name__}.TrainingCurve": {"key": key}}]
+            try:
+                super().objective(trial)
+            finally:
+                self.specified_callbacks = saved
+                areas.append(TrainingCurve.finished.pop(key, float("-inf")))
+        if self.trial_repeats > 1:
+            trial.set_user_attr("training_areas", areas)
+        return float(np.mean(areas))
 
     #: ``num_timesteps`` when SIGINT interrupted ``learn`` (``None``: not interrupted)
     interrupted_at: int | None = None
