@@ -10,6 +10,10 @@ import itertools
 from collections.abc import Callable
 
 import gymnasium as gym
+from stable_baselines3.common.envs import IdentityEnv, IdentityEnvBox, IdentityEnvMultiBinary, IdentityEnvMultiDiscrete
+
+#: the action spaces of SB3's identity envs
+IDENTITY_SPACES = ("Discrete", "MultiDiscrete", "MultiBinary", "Box")
 
 
 def seeded(make_env: Callable[[], gym.Env], seed: int) -> Callable[[], gym.Env]:
@@ -29,3 +33,20 @@ def seeded(make_env: Callable[[], gym.Env], seed: int) -> Callable[[], gym.Env]:
         return env
 
     return factory
+
+
+def identity_env(space: str, size: int) -> Callable[[], gym.Env]:
+    """A factory of SB3's identity env with one of :data:`IDENTITY_SPACES` as action space.
+
+    :param space: ``"Discrete"`` (``size`` actions), ``"MultiDiscrete"`` (two sub-actions of ``size``),
+        ``"MultiBinary"`` (``size`` bits) or ``"Box"`` (``IdentityEnvBox(eps=0.5)``; ``size`` is not used)
+    :param size: size of the discrete space
+    :return: factory of unseeded environments (see :func:`seeded`)
+    """
+    factories: dict[str, Callable[[], gym.Env]] = {
+        "Discrete": lambda: IdentityEnv(size),
+        "MultiDiscrete": lambda: IdentityEnvMultiDiscrete(size),
+        "MultiBinary": lambda: IdentityEnvMultiBinary(size),
+        "Box": lambda: IdentityEnvBox(eps=0.5),
+    }
+    return factories[space]

@@ -12,6 +12,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from algorithms import ALGOS, SMALL, make
 from kl_bound import LoggedKL
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
@@ -21,18 +22,6 @@ from unsupported_envs import NestedDictEnv, TupleActionEnv, UnboundedBoxEnv
 
 from sb3_natgrad import ACKTR, KFRELAX, SMAC
 from sb3_natgrad.optim import KFAC
-
-#: small settings per algorithm (CartPole-v1, a few hundred parameters)
-SMALL = {
-    ACKTR: dict(policy_kwargs=dict(net_arch=[16]), n_steps=8),
-    SMAC: dict(policy_kwargs=dict(net_arch=[16]), n_steps=16, batch_size=16, n_critic_updates=1),
-    KFRELAX: dict(policy_kwargs=dict(net_arch=[16], cv_net_arch=[16]), n_steps=8),
-}
-ALGOS = list(SMALL)
-
-
-def make(algo: type, **kwargs):
-    return algo("MlpPolicy", "CartPole-v1", seed=0, device="cpu", **{**SMALL[algo], **kwargs})
 
 
 def test_importing_the_preconditioners_imports_neither_sb3_nor_gymnasium() -> None:

@@ -4,64 +4,37 @@ Tests for SMAC (Sherman–Morrison Actor-Critic, seed 004).
 * The actor update is checked against an independent dense float64 computation for a tiny policy: the policy is
   re-implemented by hand in float64, per-sample scores come from one ``torch.autograd.grad`` call per sample, the
   damped empirical Fisher is built explicitly as a ``d x d`` matrix and solved with ``numpy.linalg.solve``.
-* Stable-Baselines3 conformance: every action space on SB3's identity envs, CNN and Dict observations, save/load
-  with the optimizer state, ``set_env``, ``get_parameters``/``set_parameters``, seeding, VecNormalize, callbacks,
-  progress bar and TensorBoard keys.
+* The actor/critic split of the parameters (CNN extractors included), and what SMAC adds to its files: the
+  preconditioner's counters, the critic's optimizer rebuilt on load. (Stable-Baselines3 conformance is checked for the
+  three algorithms in test_sb3_conformance.py.)
 * Learning: CartPole-v1 is solved and Pendulum-v1 improves (fixed seeds, checked over more seeds beforehand).
 
-Torch runs single-threaded in this module: on the shared 2-core machine two intra-op threads made small updates
-a hundred times slower.
+Torch runs single-threaded in this module (conftest.py's ``single_torch_thread``): on the shared 2-core machine two
+intra-op threads made small updates a hundred times slower.
 """
 
 from __future__ import annotations
 
-import glob
+import io
 import math
-import os
+import pathlib
+import zipfile
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from algorithms import KeepLogger
 from kl_bound import LoggedKL
 from smac_reference import actor_param_names, dense_reference_step
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback, StopTrainingOnRewardThreshold
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.envs import (
-    FakeImageEnv,
-    IdentityEnv,
-    IdentityEnvBox,
-    IdentityEnvMultiBinary,
-    IdentityEnvMultiDiscrete,
-    SimpleMultiObsEnv,
-)
+from stable_baselines3.common.envs import FakeImageEnv
 from stable_baselines3.common.evaluation import evaluate_policy
-from stable_baselines3.common.logger import Logger
-from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
-from unsupported_envs import TupleActionEnv, UnboundedBoxEnv
 
-from sb3_natgrad.smac import SMAC, CnnPolicy, MultiInputPolicy
+from sb3_natgrad.smac import SMAC, CnnPolicy
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    threads = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(threads)
-
-
-class KeepLogger(Logger):
-    """An SB3 logger that also keeps every recorded value (``name_to_value`` is cleared at each dump)."""
-
-    def __init__(self) -> None:
-        super().__init__(folder=None, output_formats=[])
-        self.history: dict[str, list[Any]] = {}
-
-    def record(self, key: str, value: Any, exclude: str | tuple[str, ...] | None = None) -> None:
-        super().record(key, value, exclude)
-        self.history.setdefault(key, []).append(value)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 class RolloutSnapshot(BaseCallback):
@@ -173,74 +146,41 @@ def test_actor_and_critic_parameters_are_split_by_the_graph() -> None:
     assert {id(p) for group in model.policy.optimizer.param_groups for p in group["params"]} == critic
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Stable-Baselines3 conformance
-# --------------------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("env", "kwargs", "timesteps"),
-    [
-        (IdentityEnv(4), {}, 6000),
-        (IdentityEnvMultiDiscrete(4), {}, 6000),
-        (IdentityEnvMultiBinary(4), {}, 6000),
-        (IdentityEnvBox(eps=0.5), {"fisher": "batch"}, 6000),
-    ],
-    ids=["Discrete", "MultiDiscrete", "MultiBinary", "Box"],
-)
-def test_identity_env_every_action_space(env: gym.Env, kwargs: dict[str, Any], timesteps: int) -> None:
-    env.action_space.seed(0)  # the identity envs draw their states from their action space
-    env.observation_space.seed(0)
-    vec_env = DummyVecEnv([lambda: env])
-    model = SMAC("MlpPolicy", vec_env, n_steps=200, gamma=0.4, seed=0, **kwargs)
-    model.learn(timesteps)
-    evaluate_policy(model, vec_env, n_eval_episodes=20, reward_threshold=90, warn=False)
-
-
-@pytest.mark.parametrize("fisher", ["mean", "sample", "batch"])
 @pytest.mark.parametrize("share_features_extractor", [True, False])
-def test_cnn_policy(tmp_path, fisher: str, share_features_extractor: bool) -> None:
+def test_a_shared_cnn_extractor_belongs_to_the_actor_and_a_separate_one_to_the_critic(share_features_extractor: bool) -> None:
+    # (training a CnnPolicy with each Fisher, which moves every convolution of the actor: test_sb3_conformance.py;
+    # the split is fixed when the model is built)
     env = FakeImageEnv(screen_height=40, screen_width=40, n_channels=1, discrete=True)
-    model = SMAC(
-        CnnPolicy,
-        env,
-        n_steps=32,
-        batch_size=16,
-        n_critic_updates=1,
-        fisher=fisher,
-        fisher_samples=8,
-        policy_kwargs=dict(share_features_extractor=share_features_extractor, features_extractor_kwargs=dict(features_dim=32)),
-        seed=1,
-    )
-    conv = [p for n, p in model.policy.named_parameters() if "cnn" in n]
-    before = [p.detach().clone() for p in conv]
-    ids = [id(p) for p in model.policy.parameters()]
-    model.learn(64)
-    # The per-sample score path must leave the (possibly aliased) extractor's Parameter objects in place.
-    assert [id(p) for p in model.policy.parameters()] == ids
-    assert all(isinstance(p, th.nn.Parameter) for p in model.policy.parameters())
+    policy_kwargs = dict(share_features_extractor=share_features_extractor, features_extractor_kwargs=dict(features_dim=32))
+    model = SMAC(CnnPolicy, env, n_steps=32, batch_size=16, n_critic_updates=1, policy_kwargs=policy_kwargs, seed=1)
     extractor_ids = {id(p) for p in model.policy.pi_features_extractor.parameters()}
     assert extractor_ids <= {id(p) for p in model._actor_params}
-    # A shared extractor belongs to the actor; a separate critic extractor to the critic (and its optimizer).
     critic_ids = {id(p) for p in model._critic_params}
     vf_ids = {id(p) for p in model.policy.vf_features_extractor.parameters()}
     assert not vf_ids & critic_ids if share_features_extractor else vf_ids <= critic_ids
-    # The actor's convolutions moved with the natural step (with a shared extractor, only with it).
-    pi_conv = [(p, b) for p, b in zip(conv, before) if id(p) in extractor_ids]
-    assert pi_conv and all(not th.equal(p, b) for p, b in pi_conv)
-    obs = model.get_env().reset()
-    action, _ = model.predict(obs, deterministic=True)
-    model.save(tmp_path / "cnn")
-    loaded = SMAC.load(tmp_path / "cnn")
-    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], action)
+    assert {id(p) for group in model.policy.optimizer.param_groups for p in group["params"]} == critic_ids
 
 
 @pytest.mark.parametrize("fisher", ["mean", "batch"])
-def test_dict_observations_multi_input_policy(fisher: str) -> None:
-    env = SimpleMultiObsEnv(random_start=False)
-    model = SMAC(MultiInputPolicy, env, n_steps=64, batch_size=32, fisher=fisher, fisher_samples=16, seed=0)
+def test_the_preconditioner_counters_are_saved_as_tensors_and_the_critic_optimizer_is_rebuilt_on_load(
+    tmp_path: pathlib.Path, fisher: str
+) -> None:
+    # (what every algorithm's save/load keeps, SMAC's settings and counters included: test_sb3_conformance.py)
+    model = SMAC("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, fisher=fisher, seed=0)
     model.learn(128)
-    assert model.preconditioner.num_steps == 2 and model.preconditioner.num_skipped == 0
+    params = model.get_parameters()
+    assert all(isinstance(value, th.Tensor) for value in params["preconditioner"].values())  # SB3's convention
+    assert {key: int(value) for key, value in params["preconditioner"].items()} == {"num_steps": 2, "num_skipped": 0}
+    model.save(tmp_path / "smac")
+    with zipfile.ZipFile(tmp_path / "smac.zip") as archive, archive.open("preconditioner.pth") as handle:
+        saved = th.load(io.BytesIO(handle.read()), weights_only=True)
+    assert all(isinstance(value, th.Tensor) for value in saved.values())
+    assert {key: int(value) for key, value in saved.items()} == {"num_steps": 2, "num_skipped": 0}
+    loaded = SMAC.load(tmp_path / "smac", env=make_vec_env("Pendulum-v1", n_envs=1))
+    # The rebuilt critic optimizer holds the loaded critic's parameters.
+    assert {id(p) for g in loaded.policy.optimizer.param_groups for p in g["params"]} == {id(p) for p in loaded._critic_params}
+    model.preconditioner.load_state_dict({"num_steps": 4, "num_skipped": 1})  # the plain ints of older files
+    assert (model.preconditioner.num_steps, model.preconditioner.num_skipped) == (4, 1)
 
 
 def test_gsde_batch_mode_uses_the_general_score_path() -> None:
@@ -254,205 +194,9 @@ def test_gsde_batch_mode_uses_the_general_score_path() -> None:
     assert all(math.isfinite(v) and v > 0 for v in logger.history["train/natural_grad_norm"])
 
 
-def assert_same_optimizer_state(a: dict[str, Any], b: dict[str, Any]) -> None:
-    assert a["param_groups"] == b["param_groups"]
-    assert a["state"].keys() == b["state"].keys()
-    for key in a["state"]:
-        for name, value in a["state"][key].items():
-            other = b["state"][key][name]
-            if isinstance(value, th.Tensor):
-                assert th.equal(value, other), name
-            else:
-                assert value == other, name
-
-
-@pytest.mark.parametrize("fisher", ["mean", "batch"])
-def test_save_load_predictions_optimizer_state_and_continued_learning(tmp_path, fisher: str) -> None:
-    model = SMAC("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, fisher=fisher, seed=0)
-    model.learn(128)
-    obs = np.stack([model.observation_space.sample() for _ in range(10)])
-    actions, _ = model.predict(obs, deterministic=True)
-    model.save(tmp_path / "smac")
-
-    # Every saved torch file is weights_only-loadable (SB3 loads them that way).
-    import zipfile
-
-    with zipfile.ZipFile(tmp_path / "smac.zip") as archive:
-        assert {"policy.pth", "policy.optimizer.pth", "preconditioner.pth"} <= set(archive.namelist())
-        with archive.open("preconditioner.pth") as handle:
-            import io
-
-            saved = th.load(io.BytesIO(handle.read()), weights_only=True)
-            assert all(isinstance(value, th.Tensor) for value in saved.values())  # SB3's convention
-            assert {key: int(value) for key, value in saved.items()} == {"num_steps": 2, "num_skipped": 0}
-
-    loaded = SMAC.load(tmp_path / "smac", env=make_vec_env("Pendulum-v1", n_envs=1))
-    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], actions)
-    assert_same_optimizer_state(model.policy.optimizer.state_dict(), loaded.policy.optimizer.state_dict())
-    assert (loaded.preconditioner.num_steps, loaded.preconditioner.num_skipped) == (2, 0)
-    assert (loaded.fisher, loaded.damping, loaded.max_kl) == (fisher, model.damping, model.max_kl)
-    # The rebuilt critic optimizer holds the loaded critic's parameters.
-    assert {id(p) for g in loaded.policy.optimizer.param_groups for p in g["params"]} == {id(p) for p in loaded._critic_params}
-    loaded.learn(64, reset_num_timesteps=False)
-    assert loaded.preconditioner.num_steps == 3
-    assert loaded.num_timesteps == 192
-
-
-def test_set_env_and_parameters_round_trip() -> None:
-    model = SMAC("MlpPolicy", "CartPole-v1", n_steps=32, seed=0)
-    model.learn(32)
-    params = model.get_parameters()
-    assert set(params) == {"policy", "policy.optimizer", "preconditioner"}
-    assert all(isinstance(value, th.Tensor) for value in params["preconditioner"].values())
-    assert {key: int(value) for key, value in params["preconditioner"].items()} == {"num_steps": 1, "num_skipped": 0}
-    model.preconditioner.load_state_dict({"num_steps": 4, "num_skipped": 1})  # the plain ints of older files
-    assert (model.preconditioner.num_steps, model.preconditioner.num_skipped) == (4, 1)
-
-    other = SMAC("MlpPolicy", "CartPole-v1", n_steps=32, seed=1)
-    other.set_parameters(params)
-    for (name, a), b in zip(model.policy.state_dict().items(), other.policy.state_dict().values()):
-        assert th.equal(a, b), name
-    assert other.preconditioner.num_steps == 1
-    with pytest.raises(ValueError, match="Names of parameters do not match"):
-        other.set_parameters({"policy": params["policy"]}, exact_match=True)
-    with pytest.raises(ValueError, match="invalid object name"):
-        other.set_parameters({"no_such_object": {}}, exact_match=False)
-
-    new_env = make_vec_env("CartPole-v1", n_envs=1)
-    other.set_env(new_env)
-    assert other.get_env() is new_env
-    other.learn(64)
-    assert other.preconditioner.num_steps == 3
-    with pytest.raises(ValueError):
-        other.set_env(make_vec_env("Pendulum-v1", n_envs=1))
-
-
-@pytest.mark.parametrize("fisher", ["mean", "sample", "batch"])
-def test_same_seed_gives_identical_results(fisher: str) -> None:
-    def run() -> list[th.Tensor]:
-        model = SMAC("MlpPolicy", "Pendulum-v1", n_steps=32, batch_size=16, fisher=fisher, fisher_samples=12, seed=7)
-        model.learn(96)
-        return [p.detach().clone() for p in model.policy.parameters()]
-
-    first, second = run(), run()
-    assert all(th.equal(a, b) for a, b in zip(first, second))
-    third = SMAC("MlpPolicy", "Pendulum-v1", n_steps=32, batch_size=16, fisher=fisher, fisher_samples=12, seed=8)
-    third.learn(96)
-    assert not all(th.equal(a, b) for a, b in zip(first, third.policy.parameters()))
-
-
-def test_vec_normalize() -> None:
-    env = VecNormalize(make_vec_env("Pendulum-v1", n_envs=2, seed=0), gamma=0.99)
-    model = SMAC("MlpPolicy", env, n_steps=64, seed=0)
-    model.learn(256)
-    assert model.get_vec_normalize_env() is env
-    assert env.obs_rms.count > 256
-    assert model.preconditioner.num_steps == 2
-
-
-def test_callback_returning_false_stops_training_and_progress_bar() -> None:
-    class StopAfter(BaseCallback):
-        def _on_step(self) -> bool:
-            return self.num_timesteps < 50
-
-    model = SMAC("MlpPolicy", "CartPole-v1", n_steps=32, seed=0)
-    model.learn(10_000, callback=StopAfter())
-    assert model.num_timesteps == 50
-    assert model.preconditioner.num_steps == 1  # one full rollout trained, the second interrupted
-
-    model = SMAC("MlpPolicy", "CartPole-v1", n_steps=32, seed=0)
-    model.learn(64, progress_bar=True)
-    assert model.num_timesteps == 64
-
-
-EXPECTED_KEYS = {
-    "train/natural_grad_norm",
-    "train/step_size",
-    "train/kl",
-    "train/fisher_alignment",
-    "train/value_loss",
-    "train/policy_loss",
-    "train/entropy_loss",
-    "train/explained_variance",
-    "train/learning_rate",
-}
-
-
-def test_tensorboard_and_logger_keys(tmp_path) -> None:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    model = SMAC("MlpPolicy", "Pendulum-v1", n_steps=32, seed=0, tensorboard_log=str(tmp_path))
-    model.learn(64)
-    runs = glob.glob(os.path.join(tmp_path, "SMAC_*"))
-    assert len(runs) == 1
-    events = EventAccumulator(runs[0])
-    events.Reload()
-    tags = set(events.Tags()["scalars"])
-    assert EXPECTED_KEYS | {"train/std"} <= tags
-    assert "train/n_updates" not in tags  # excluded from TensorBoard, as in SB3
-
-    logger = KeepLogger()
-    model = SMAC("MlpPolicy", "CartPole-v1", n_steps=32, seed=0)
-    model.set_logger(logger)
-    model.learn(32)
-    assert EXPECTED_KEYS | {"train/n_updates"} <= set(logger.history)
-    assert "train/std" not in logger.history  # no log_std for a categorical policy
-    assert logger.history["train/n_updates"] == [1]
-
-
-def test_device_auto_places_everything_on_the_model_device() -> None:
-    model = SMAC("MlpPolicy", "Pendulum-v1", n_steps=32, seed=0, device="auto")
-    model.learn(64)
-    device = model.device
-    assert all(p.device.type == device.type for p in model.policy.parameters())
-    for state in model.policy.optimizer.state.values():
-        assert all(v.device.type == device.type for v in state.values() if isinstance(v, th.Tensor) and v.dim() > 0)
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Bad input and non-finite values
 # --------------------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.bad_input
-@pytest.mark.parametrize(
-    ("kwargs", "name"),
-    [
-        ({"damping": -0.1}, "damping"),
-        ({"damping": 0.0}, "damping"),
-        ({"fisher": "diagonal"}, "fisher"),
-        ({"max_kl": 0.0}, "max_kl"),
-        ({"max_kl": float("nan")}, "max_kl"),
-        ({"actor_step_size": -1.0}, "actor_step_size"),
-        ({"learning_rate": -1e-3}, "learning_rate"),
-        ({"fisher_samples": 0}, "fisher_samples"),
-        ({"n_critic_updates": -1}, "n_critic_updates"),
-        ({"batch_size": 0}, "batch_size"),
-        ({"n_steps": 0}, "n_steps"),
-        ({"gamma": 1.5}, "gamma"),
-        ({"gae_lambda": -0.1}, "gae_lambda"),
-        ({"max_grad_norm": 0.0}, "max_grad_norm"),
-    ],
-)
-def test_bad_arguments_raise_naming_the_argument(kwargs: dict[str, Any], name: str) -> None:
-    with pytest.raises(ValueError, match=rf"SMAC: invalid {name}="):
-        SMAC("MlpPolicy", "CartPole-v1", **kwargs)
-
-
-@pytest.mark.bad_input
-def test_unsupported_spaces_and_recurrent_policies_are_rejected() -> None:
-    with pytest.raises(ValueError, match="does not support the action space Tuple"):
-        SMAC("MlpPolicy", TupleActionEnv())
-
-    with pytest.raises(ValueError, match="finite bounds"):
-        SMAC("MlpPolicy", UnboundedBoxEnv())
-
-    from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
-
-    with pytest.raises(ValueError, match="does not support recurrent policies"):
-        SMAC("MlpLstmPolicy", "CartPole-v1")
-    with pytest.raises(ValueError, match="does not support recurrent policies"):
-        SMAC(RecurrentActorCriticPolicy, "CartPole-v1")
 
 
 def test_a_batch_of_one_sample_skips_the_advantage_normalisation_like_sb3() -> None:
