@@ -136,7 +136,7 @@ def categorical_conditional_z(logits: torch.Tensor, actions: torch.Tensor, v: to
     """
     Exact conditional sample ``z~ ~ p(z | b, p)`` for the Gumbel-max ``z`` of :func:`categorical_z`.
 
-    Notes §2.1 (RELAX App. B), with ``log p = log_softmax(logits)`` and fresh uniform noise ``v``:
+    Grathwohl et al. 2018, appendix B, with ``log p = log_softmax(logits)`` and fresh uniform noise ``v``:
 
     * ``z~_b = -log(-log v_b)`` — the maximum of the Gumbels is ``Gumbel(log sum p) = Gumbel(0)``;
     * ``z~_i = -log(-log(v_i) / p_i - log v_b)`` for ``i != b`` — a ``Gumbel(log p_i)`` truncated
