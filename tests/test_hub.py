@@ -484,7 +484,7 @@ def _has_video_backend() -> bool:
 with open(os.path.join(pretrained_dir(), "index.json")) as _file:
     INDEX = json.load(_file)
 # Envs whose fresh evaluation takes more than a few seconds on 2 cores: their agents' tests are marked slow.
-SLOW_ENVS = {"Hopper-v5", "HalfCheetah-v5"}
+SLOW_ENVS = {"Hopper-v5", "HalfCheetah-v5", "PongNoFrameskip-v4"}
 
 
 def _agent_params() -> list:

@@ -145,4 +145,7 @@ def load_folder(
         device=device,
         custom_objects=_INFERENCE_OBJECTS,
     )
-    return model, env
+    # SB3 wraps image envs in VecTransposeImage when it attaches them: hand out the env the model acts in
+    attached = model.get_env()
+    assert attached is not None
+    return model, attached
