@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 from provenance import provenance
+from sample_efficiency import ZOO_KEYS_NOT_FOR_CONSTRUCTOR, to_constructor_kwargs, zoo_hyperparams
 
 THRESHOLDS: dict[str, tuple[float, ...]] = {
     "CartPole-v1": (195.0, 475.0),
@@ -58,24 +59,13 @@ PUBLISHED = {
 
 
 def zoo_a2c(env_id: str) -> dict[str, Any]:
-    """rl-zoo3's A2C entry for the environment (the installed package's ``hyperparams/a2c.yml``)."""
-    import importlib
-
-    import yaml
-    from stable_baselines3.common.utils import LinearSchedule
-
-    path = pathlib.Path(importlib.import_module("rl_zoo3").__file__).parent / "hyperparams" / "a2c.yml"
-    table = yaml.safe_load(path.read_text())
-    entry = dict(table[env_id])
-    kwargs = {k: v for k, v in entry.items() if k not in ("n_envs", "n_timesteps", "policy", "normalize")}
-    if isinstance(kwargs.get("learning_rate"), str) and kwargs["learning_rate"].startswith("lin_"):
-        kwargs["learning_rate"] = LinearSchedule(float(kwargs["learning_rate"].split("_")[1]), 0.0, 1.0)
+    """rl-zoo3's A2C entry for the environment (the installed package's ``hyperparams/a2c.yml``), in YAML form."""
+    entry = zoo_hyperparams("a2c", env_id)
+    kwargs = {key: value for key, value in entry.items() if key not in ZOO_KEYS_NOT_FOR_CONSTRUCTOR}
     return dict(n_envs=int(entry.get("n_envs", 1)), normalize=entry.get("normalize", False), kwargs=kwargs)
 
 
 def algo_config(algo: str, env_id: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    from sb3_natgrad.common.schedules import LinearDecay
-
     if algo == "a2c":
         config = zoo_a2c(env_id)
     else:
@@ -93,9 +83,7 @@ def algo_config(algo: str, env_id: str, overrides: dict[str, Any]) -> dict[str, 
             config[key] = value
         else:
             config["kwargs"][key] = value
-    learning_rate = config["kwargs"].get("learning_rate")
-    if isinstance(learning_rate, str) and learning_rate.startswith("lin_"):  # rl-zoo3 notation: linear decay to 0
-        config["kwargs"]["learning_rate"] = LinearDecay(float(learning_rate.split("_")[1]))
+    config["kwargs"] = to_constructor_kwargs(config["kwargs"])  # rl-zoo3's preprocessing ("lin_0.01": linear decay)
     return config
 
 

@@ -66,16 +66,18 @@ def zoo_hyperparams(algo: str, env_id: str) -> dict[str, Any]:
 
 
 def to_constructor_kwargs(hyperparams: dict[str, Any]) -> dict[str, Any]:
-    """rl-zoo3's preprocessing of the few keys these benchmarks meet (schedules, policy_kwargs strings)."""
+    """
+    The constructor's keyword arguments of a zoo entry, preprocessed as rl-zoo3's ``ExperimentManager`` does: its own
+    ``_preprocess_schedules`` for the schedules, and the Python expression of a ``policy_kwargs`` string evaluated
+    (as rl-zoo3 does with the trusted YAML files).
+    """
+    from rl_zoo3.exp_manager import ExperimentManager
     from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike  # noqa: F401 (rl-zoo3's a2c atari)
-    from stable_baselines3.common.utils import LinearSchedule
     from torch import nn  # noqa: F401  (used by eval of policy_kwargs strings)
 
-    kwargs = {k: v for k, v in hyperparams.items() if k not in ZOO_KEYS_NOT_FOR_CONSTRUCTOR}
-    for key in ("learning_rate", "clip_range"):
-        value = kwargs.get(key)
-        if isinstance(value, str) and value.startswith("lin_"):
-            kwargs[key] = LinearSchedule(float(value.split("_")[1]), 0.0, 1.0)
+    kwargs = ExperimentManager._preprocess_schedules(
+        {k: v for k, v in hyperparams.items() if k not in ZOO_KEYS_NOT_FOR_CONSTRUCTOR}
+    )
     if isinstance(kwargs.get("policy_kwargs"), str):
         kwargs["policy_kwargs"] = eval(kwargs["policy_kwargs"])
     return kwargs
@@ -157,6 +159,9 @@ def main() -> None:
     parser.add_argument("--keep-going", action="store_true", help="train the full budget even after the threshold")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default="benchmarks/results/sample_efficiency.json")
+    parser.add_argument(
+        "--resume", action="store_true", help="skip the runs (label, env, seed) already in --out and tabulate all of them"
+    )
     args = parser.parse_args()
 
     overrides: dict[str, dict[str, Any]] = {}
@@ -182,18 +187,26 @@ def main() -> None:
                         stop_at_threshold=not args.keep_going,
                     )
                 )
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    with mp.get_context("spawn").Pool(args.workers) as pool:
-        results = []
-        for result in pool.imap_unordered(run_one, jobs):
-            print(json.dumps({k: v for k, v in result.items() if k != "hyperparams"}), flush=True)
-            results.append(result)
-
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(out.read_text()) if out.exists() else []
+    if args.resume:
+        done = {(r["algo"], r["env"], r["seed"]) for r in previous}
+        jobs = [job for job in jobs if (job["label"], job["env"], job["seed"]) not in done]
+        print(f"resuming: {len(jobs)} runs left, {len(done)} in {out}", flush=True)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     stamp = provenance()
-    out.write_text(json.dumps(previous + [{**result, "provenance": stamp} for result in results], indent=1))
+    results = [r for r in previous if args.resume]
+    with mp.get_context("spawn").Pool(args.workers) as pool:
+        for result in pool.imap_unordered(run_one, jobs):
+            print(json.dumps({k: v for k, v in result.items() if k != "hyperparams"}), flush=True)
+            results.append(result)
+            # every finished run is saved at once (a replaced file, never a half-written one), so --resume can go on
+            previous.append({**result, "provenance": stamp})
+            partial = out.with_suffix(".json.partial")
+            partial.write_text(json.dumps(previous, indent=1))
+            partial.replace(out)
+
     print("\n| env | algo | median timesteps to threshold | per seed | steps/s |")
     print("|---|---|---|---|---|")
     for env_id in args.env:

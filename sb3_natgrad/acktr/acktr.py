@@ -13,7 +13,7 @@ from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from torch.nn import functional as F
 
 from sb3_natgrad.acktr.fisher import sampled_fisher_loss, updated_bellman_error_var
-from sb3_natgrad.acktr.kfac_options import check_acktr_kfac_arguments, make_kfac
+from sb3_natgrad.acktr.kfac_options import OPTION_DOCS, check_acktr_kfac_arguments, make_kfac
 from sb3_natgrad.common.checks import ArgumentCheck, check_number
 from sb3_natgrad.common.distributions import distribution_and_values, mean_entropy
 from sb3_natgrad.common.on_policy import NaturalGradientAlgorithm, own_arguments
@@ -51,12 +51,9 @@ class ACKTR(NaturalGradientAlgorithm):
     ``0.5 * 1/2 (R - V)^2`` and SB2's ACKTR (``vf_coef=0.25``); OpenAI's refactored baselines and ikostrikov's
     code use ``0.5 * MSE``, i.e. ``vf_coef=0.5`` here.
 
-    :param policy: ``"MlpPolicy"``, ``"CnnPolicy"``, ``"MultiInputPolicy"`` or an ``ActorCriticPolicy`` subclass
-    :param env: the environment (or its Gymnasium id)
     :param learning_rate: maximum step size ``eta_max``; a float is constant, a callable of the remaining progress
         is a schedule. Default: 0.25 decayed linearly to 0 (paper and reference code)
     :param n_steps: steps per environment per update (batch = ``n_steps * n_envs``; the paper uses 20 x 32 on Atari)
-    :param gamma: discount factor
     :param gae_lambda: GAE lambda; 1.0 gives the paper's k-step returns
     :param ent_coef: entropy coefficient
     :param vf_coef: value loss coefficient on ``mean((R - V)^2)`` (see above)
@@ -67,43 +64,8 @@ class ACKTR(NaturalGradientAlgorithm):
         is shrunk until it holds (:meth:`~sb3_natgrad.common.on_policy.NaturalGradientAlgorithm._backtrack_to_kl`).
         ``kfac_clip`` bounds K-FAC's quadratic model of the joint Fisher, which the real KL can exceed many times
         (``benchmarks/results/smac/trust_region.md``); ``None`` (default): the paper's trust region alone
-    :param damping: K-FAC Tikhonov damping ``lambda``
-    :param momentum: K-FAC momentum
-    :param stat_decay: EMA decay of the Kronecker factors
-    :param stats_interval: update the factors every ``stats_interval`` updates (the sampled-Fisher pass is skipped
-        in between)
-    :param inverse_interval: recompute the factor decompositions every ``inverse_interval`` updates
-    :param inverse_method: ``"eigen"`` (reference) or ``"cholesky"`` (cheaper on a CPU, factored damping)
-    :param damping_type: ``"kronecker"`` (reference, eigen only) or ``"factored"`` (paper text); ``None`` picks the
-        method's natural one
-    :param warmup_steps: number of first-order warm-up updates
-    :param weight_decay: L2 coefficient (also added to the damping)
-    :param stats_batch_size: use at most this many samples of each batch for the factor statistics (``None``: all)
-    :param stats_dtype: dtype of the per-batch factor products (``"bfloat16"``: several times faster on hardware
-        with native bfloat16 matrix products, e.g. CPUs with AVX512-BF16 or AMX and Ampere GPUs; ``None``: float32)
-    :param conv_factors: Kronecker factors of the convolutions (``CnnPolicy``): ``"expand"`` (KFC, the paper's;
-        every output position is a row) or ``"reduce"`` (Eschenhagen et al. 2023: per sample, the mean input patch
-        and the summed output gradient, ``Oh * Ow`` times fewer rows; exact for the reduce setting of a policy
-        network, see :mod:`sb3_natgrad.optim.kronecker`), or a mapping from layer names to these. No effect
-        without convolutions
-    :param async_inverse: recompute decompositions in a background thread (Wu et al. 2017, §3.1); results then depend on
-        thread timing
     :param adaptive_gauss_newton: use the running Bellman-error variance as the critic's output variance in the
         Fisher (Wu et al. 2017, appendix D) instead of 1
-    :param normalize_advantage: standardise the advantages of each batch
-    :param max_consecutive_skips: stop with an error that says what is not finite after this many skipped updates in
-        a row (``None``: never)
-    :param use_sde: generalised State-Dependent Exploration (Box actions)
-    :param sde_sample_freq: resample the gSDE noise matrix every n steps (-1: once per rollout)
-    :param rollout_buffer_class: rollout buffer class (default: chosen from the observation space)
-    :param rollout_buffer_kwargs: keyword arguments of the rollout buffer
-    :param stats_window_size: window for the rollout logging averages
-    :param tensorboard_log: TensorBoard log directory (None: no logging)
-    :param policy_kwargs: keyword arguments of the policy
-    :param verbose: 0 none, 1 training information, 2 debug
-    :param seed: random seed
-    :param device: ``"auto"``, ``"cpu"`` or ``"cuda"``
-    :param _init_setup_model: build the network at creation
     """
 
     argument_checks: ClassVar[dict[str, ArgumentCheck]] = {
@@ -113,6 +75,9 @@ class ACKTR(NaturalGradientAlgorithm):
         "max_kl": partial(check_number, low=0.0, low_inclusive=False, allow_none=True),
     }
     saved_markers = ("kfac_clip", "vf_fisher_coef")
+    #: K-FAC's options are documented in kfac_options, the arguments shared with SMAC, KFRELAX and SB3 in
+    #: common.parameter_docs; both are merged into the docstring when the class is created
+    parameter_docs = (OPTION_DOCS,)
 
     vf_fisher_coef: float
     kfac_clip: float

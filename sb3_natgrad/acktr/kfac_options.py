@@ -32,6 +32,29 @@ SAME_NAMES = (
 )
 #: every K-FAC option of ACKTR, by ACKTR's names
 OPTION_NAMES = (*RENAMED.values(), *SAME_NAMES)
+#: what the options of :data:`SAME_NAMES` mean (ACKTR's docstring has them from here; ``kfac_clip`` and
+#: ``max_grad_norm`` are documented by ACKTR itself)
+OPTION_DOCS = {
+    "damping": "K-FAC Tikhonov damping ``lambda``",
+    "momentum": "K-FAC momentum",
+    "stat_decay": "EMA decay of the Kronecker factors",
+    "stats_interval": "update the factors every ``stats_interval`` updates (the sampled-Fisher pass is skipped in between)",
+    "inverse_interval": "recompute the factor decompositions every ``inverse_interval`` updates",
+    "inverse_method": '``"eigen"`` (reference) or ``"cholesky"`` (cheaper on a CPU, factored damping)',
+    "damping_type": '``"kronecker"`` (reference, eigen only) or ``"factored"`` (paper text); ``None`` picks the '
+    "method's natural one",
+    "warmup_steps": "number of first-order warm-up updates",
+    "weight_decay": "L2 coefficient (also added to the damping)",
+    "stats_batch_size": "use at most this many samples of each batch for the factor statistics (``None``: all)",
+    "stats_dtype": 'dtype of the per-batch factor products (``"bfloat16"``: several times faster on hardware with native '
+    "bfloat16 matrix products, e.g. CPUs with AVX512-BF16 or AMX and Ampere GPUs; ``None``: float32)",
+    "conv_factors": 'Kronecker factors of the convolutions (``CnnPolicy``): ``"expand"`` (KFC, the paper\'s; every output '
+    'position is a row) or ``"reduce"`` (Eschenhagen et al. 2023: per sample, the mean input patch and the summed output '
+    "gradient, ``Oh * Ow`` times fewer rows; exact for the reduce setting of a policy network, see "
+    ":mod:`sb3_natgrad.optim.kronecker`), or a mapping from layer names to these. No effect without convolutions",
+    "async_inverse": "recompute decompositions in a background thread (Wu et al. 2017, §3.1); results then depend on "
+    "thread timing",
+}
 
 
 def check_acktr_kfac_arguments(owner: str, arguments: dict[str, Any]) -> None:

@@ -35,6 +35,7 @@ from sb3_natgrad.common.checks import (
 from sb3_natgrad.common.distributions import policy_kl
 from sb3_natgrad.common.log_schedule import LogScheduleMixin
 from sb3_natgrad.common.minatar import MinAtarPolicy
+from sb3_natgrad.common.parameter_docs import SHARED_PARAMETER_DOCS, merge_parameter_docs
 from sb3_natgrad.common.parameters import restore_parameters
 from sb3_natgrad.common.save_util import check_saved_algorithm
 from sb3_natgrad.optim.validation import all_finite, invalid, is_number
@@ -143,7 +144,10 @@ class NaturalGradientAlgorithm(LogScheduleMixin, OnPolicyAlgorithm):
       its files have);
     - one counter of skipped updates, ``skipped_updates`` (logged as ``train/skipped_updates``), and one way to
       undo a step whose policy is not finite (:meth:`_keep_if_finite`);
-    - the exact batch-mean ``KL(pi_old || pi_new)`` (:meth:`_exact_kl`) and the log keys all three write.
+    - the exact batch-mean ``KL(pi_old || pi_new)`` (:meth:`_exact_kl`) and the log keys all three write;
+    - the documentation of the arguments they share: a subclass's docstring documents its own arguments, and the
+      others are added from its ``parameter_docs`` tables and
+      :data:`~sb3_natgrad.common.parameter_docs.SHARED_PARAMETER_DOCS` when the class is created.
 
     A subclass's ``__init__`` lists its arguments with their defaults and docstring and passes them on with
     ``super().__init__(**own_arguments(locals()))``; its ``train()`` starts with :meth:`_begin_update` and ends with
@@ -161,6 +165,8 @@ class NaturalGradientAlgorithm(LogScheduleMixin, OnPolicyAlgorithm):
     argument_checks: ClassVar[Mapping[str, ArgumentCheck]] = {}
     #: settings that every saved model of this algorithm has and no other algorithm's model has
     saved_markers: ClassVar[tuple[str, ...]] = ()
+    #: descriptions of arguments the class's docstring leaves out (before the shared ones, which they override)
+    parameter_docs: ClassVar[tuple[Mapping[str, str], ...]] = ()
     #: ``learn()``'s ``log_interval`` when none is given (SB3's A2C: 100, PPO: 1)
     default_log_interval: ClassVar[int] = 100
     #: updates that left the policy unchanged (non-finite values, refused data); a class default so that files
@@ -170,6 +176,12 @@ class NaturalGradientAlgorithm(LogScheduleMixin, OnPolicyAlgorithm):
     max_consecutive_skips: int | None = 10
     _consecutive_skips: int = 0
     _skipped_this_update: bool = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        docstring = cls.__dict__.get("__doc__")
+        if docstring and "__init__" in cls.__dict__:
+            cls.__doc__ = merge_parameter_docs(docstring, cls.__init__, (*cls.parameter_docs, SHARED_PARAMETER_DOCS))
 
     def __init__(self, policy: str | type[ActorCriticPolicy], env: GymEnv | str | None, **arguments: Any):
         name = type(self).__name__

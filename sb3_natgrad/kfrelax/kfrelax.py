@@ -85,10 +85,8 @@ class KFRELAX(ControlVariateTrainingMixin, NaturalGradientAlgorithm):
     ``benchmarks/results/kfrelax/defaults.md``.
 
     :param policy: ``"MlpPolicy"``, ``"CnnPolicy"``, ``"MultiInputPolicy"`` or a :class:`KFRELAXPolicy` subclass
-    :param env: the environment (or its Gymnasium id)
     :param learning_rate: learning rate of the policy's (actor + critic) optimizer; float or schedule
     :param n_steps: steps per environment per update (batch ``N = n_steps * n_envs``)
-    :param gamma: discount factor
     :param gae_lambda: GAE lambda (also the lambda of the ``"return"`` target)
     :param ent_coef: entropy bonus coefficient (RELAX / KF-RELAX experiments: 0.01)
     :param vf_coef: value loss coefficient on ``mean((R - V)^2)``
@@ -96,8 +94,6 @@ class KFRELAX(ControlVariateTrainingMixin, NaturalGradientAlgorithm):
     :param max_kl: cap on the exact batch-mean ``KL(pi_old || pi_new)`` of one update (``None``: no cap)
     :param target: ``"advantage"`` or ``"return"``: the ``f_t`` of the estimator
     :param normalize_advantage: standardise ``f_t`` over the batch (also with ``target="return"``)
-    :param max_consecutive_skips: stop with an error that says what is not finite after this many skipped updates in
-        a row (``None``: never)
     :param cv_optimizer: ``"kfac"`` (KF-RELAX) or ``"adam"`` (RELAX)
     :param cv_loss: ``"exact"`` (double backprop) or ``"proxy"`` (logit-level proxy)
     :param cv_learning_rate: step size of ``c_phi``'s optimizer: K-FAC's maximum step size or Adam's learning rate
@@ -113,15 +109,8 @@ class KFRELAX(ControlVariateTrainingMixin, NaturalGradientAlgorithm):
     :param use_sde: not supported (must be ``False``)
     :param rollout_buffer_class: a noise-storing buffer (default: :class:`NoisyRolloutBuffer` /
         :class:`NoisyDictRolloutBuffer` from the observation space)
-    :param rollout_buffer_kwargs: keyword arguments of the rollout buffer
-    :param stats_window_size: window for the rollout logging averages
-    :param tensorboard_log: TensorBoard log directory (None: no logging)
     :param policy_kwargs: keyword arguments of the policy (``cv_net_arch``, ``cv_activation_fn``, ``cv_output_gain``,
         ``cv_input``, ... for ``c_phi``; see :class:`KFRELAXPolicy`)
-    :param verbose: 0 none, 1 training information, 2 debug
-    :param seed: random seed
-    :param device: ``"auto"``, ``"cpu"`` or ``"cuda"``
-    :param _init_setup_model: build the network at creation
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {

@@ -76,15 +76,12 @@ class SMAC(NaturalGradientAlgorithm):
     ``max_kl=0.01`` is TRPO's ``target_kl``; ``actor_step_size=1.0`` only caps the trust-region step. Sources and
     checks: ``benchmarks/results/smac/fisher_modes.md``.
 
-    :param policy: ``"MlpPolicy"``, ``"CnnPolicy"``, ``"MultiInputPolicy"`` or an ``ActorCriticPolicy`` subclass
-    :param env: the environment (or its Gymnasium id)
     :param learning_rate: the critic optimizer's learning rate; a float or a schedule of the remaining progress
     :param actor_step_size: the actor step ``alpha`` (``max_kl=None``) or its maximum ``alpha_max`` (trust region);
         a float or a schedule of the remaining progress (a step size of 0 skips the actor update)
     :param n_steps: steps per environment per update (batch = ``n_steps * n_envs``)
     :param batch_size: critic minibatch size (``None``: the whole batch)
     :param n_critic_updates: critic epochs over the batch per update
-    :param gamma: discount factor
     :param gae_lambda: GAE lambda
     :param ent_coef: entropy coefficient of the actor objective
     :param damping: Tikhonov damping ``lambda > 0`` of the empirical Fisher
@@ -95,22 +92,9 @@ class SMAC(NaturalGradientAlgorithm):
         fixed factor 0.8)
     :param line_search_max_iter: most shrinkings of the line search (0: no line search, the quadratic model alone)
     :param fisher_samples: number of random samples of the batch in the empirical Fisher (``None``: all)
-    :param normalize_advantage: standardise the advantages of each batch
-    :param max_consecutive_skips: stop with an error that says what is not finite after this many skipped updates in
-        a row (``None``: never)
     :param max_grad_norm: clip the critic's gradient norm (``None``: no clipping)
-    :param use_sde: generalised State-Dependent Exploration (Box actions)
-    :param sde_sample_freq: resample the gSDE noise matrix every n steps (-1: once per rollout)
-    :param rollout_buffer_class: rollout buffer class (default: chosen from the observation space)
-    :param rollout_buffer_kwargs: keyword arguments of the rollout buffer
-    :param stats_window_size: window for the rollout logging averages
-    :param tensorboard_log: TensorBoard log directory (None: no logging)
     :param policy_kwargs: keyword arguments of the policy (``optimizer_class``/``optimizer_kwargs`` set the critic's
         optimizer)
-    :param verbose: 0 none, 1 training information, 2 debug
-    :param seed: random seed
-    :param device: ``"auto"``, ``"cpu"`` or ``"cuda"``
-    :param _init_setup_model: build the network at creation
     """
 
     argument_checks: ClassVar[dict[str, ArgumentCheck]] = ARGUMENT_CHECKS
