@@ -207,8 +207,8 @@ def main() -> None:
             partial.write_text(json.dumps(previous, indent=1))
             partial.replace(out)
 
-    print("\n| env | algo | median timesteps to threshold | per seed | steps/s |")
-    print("|---|---|---|---|---|")
+    print("\n| env | algo | median timesteps to threshold | per seed | median episodes to threshold | steps/s |")
+    print("|---|---|---|---|---|---|")
     for env_id in args.env:
         for label in dict.fromkeys(r["algo"] for r in results):
             rows = [r for r in results if r["env"] == env_id and r["algo"] == label]
@@ -217,8 +217,10 @@ def main() -> None:
             hits = [r["timesteps_to_threshold"] for r in sorted(rows, key=lambda r: r["seed"])]
             finite = [h if h is not None else float("inf") for h in hits]
             median = float(np.median(finite))
+            episodes = [r["episodes_to_threshold"] for r in rows]
+            median_episodes = float(np.median([e if e is not None else float("inf") for e in episodes]))
             fps = np.mean([r["steps_per_second"] for r in rows])
-            print(f"| {env_id} | {label} | {median:.0f} | {hits} | {fps:.0f} |")
+            print(f"| {env_id} | {label} | {median:.0f} | {hits} | {median_episodes:.0f} | {fps:.0f} |")
 
 
 if __name__ == "__main__":

@@ -121,18 +121,23 @@ def _ship_policy_only(
 def env_name(env_id: str) -> str:
     """
     :param env_id: Gymnasium id, e.g. ``ALE/Pong-v5``
-    :return: the name rl-zoo3 and Hugging Face use in file and repository names (``/`` replaced by ``-``)
+    :return: the name rl-zoo3 and Hugging Face use in file and repository names (``/`` replaced by ``-``):
+        huggingface_sb3's ``EnvironmentName``
     """
-    return env_id.replace("/", "-")
+    from huggingface_sb3 import EnvironmentName
+
+    return str(EnvironmentName(env_id))
 
 
 def model_name(algo: str, env_id: str) -> str:
     """
     :param algo: ``--algo`` name
     :param env_id: Gymnasium id
-    :return: ``<algo>-<Env>``: the model file stem and the default repository name
+    :return: ``<algo>-<Env>``: the model file stem and the default repository name (huggingface_sb3's ``ModelName``)
     """
-    return f"{algo}-{env_name(env_id)}"
+    from huggingface_sb3 import EnvironmentName, ModelName
+
+    return str(ModelName(algo, EnvironmentName(env_id)))
 
 
 def _debug() -> bool:
@@ -146,18 +151,6 @@ def _read_yaml(path: str) -> Any:
 
     with open(path) as file:
         return yaml.load(file, Loader=yaml.UnsafeLoader)
-
-
-def _is_atari(env_id: str) -> bool:
-    import gymnasium as gym
-
-    return "AtariEnv" in str(gym.spec(env_id).entry_point)
-
-
-def _is_minigrid(env_id: str) -> bool:
-    import gymnasium as gym
-
-    return "minigrid" in str(gym.spec(env_id).entry_point).lower()
 
 
 def _import_env_packages(packages: Sequence[str]) -> None:
@@ -632,7 +625,9 @@ def package(
     env_kwargs = dict(args.get("env_kwargs") or {})
     _import_env_packages(args.get("gym_packages") or [])
     if deterministic is None:
-        deterministic = not (_is_atari(env_id) or _is_minigrid(env_id))
+        from rl_zoo3.exp_manager import ExperimentManager
+
+        deterministic = not (ExperimentManager.is_atari(env_id) or ExperimentManager.is_minigrid(env_id))
     vec_normalize = os.path.join(stats_dir, "vecnormalize.pkl")
     vec_normalize_path = vec_normalize if os.path.isfile(vec_normalize) else None
 
