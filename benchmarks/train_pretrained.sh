@@ -39,6 +39,8 @@ AGENTS=(
     # ACKTR
     "acktr CartPole-v1 --seed 1 --eval-freq 20000 --eval-episodes 5"
     "acktr Acrobot-v1 --seed 1 --eval-freq 20000 --eval-episodes 5"
+    # Shipped agent (2026-12-05, the tuned entry): packaged with --policy-only (the 256-256 networks' K-FAC state
+    # would make the wheel too large): `sb3-natgrad package ... $PACKAGE_FLAGS --policy-only`.
     "acktr LunarLander-v3 --seed 1 --eval-freq 50000 --eval-episodes 5"
     "acktr Pendulum-v1 --seed 1 --eval-freq 25000 --eval-episodes 5"
     # Shipped agent: this run was stopped at 5.5e5 of its 1e6 steps (CPU budget) and packaged with --load-best
