@@ -201,10 +201,11 @@ def main() -> None:
         for result in pool.imap_unordered(run_one, jobs):
             print(json.dumps({k: v for k, v in result.items() if k != "hyperparams"}), flush=True)
             results.append(result)
-            # every finished run is saved at once (a replaced file, never a half-written one), so --resume can go on
-            previous.append({**result, "provenance": stamp})
-            partial = out.with_suffix(".json.partial")
-            partial.write_text(json.dumps(previous, indent=1))
+            # every finished run is saved at once (a replaced file, never a half-written one), so --resume can go on;
+            # the file is read again first: another benchmark process may have added its runs meanwhile
+            saved = json.loads(out.read_text()) if out.exists() else []
+            partial = out.with_name(f"{out.name}.{os.getpid()}.partial")
+            partial.write_text(json.dumps([*saved, {**result, "provenance": stamp}], indent=1))
             partial.replace(out)
 
     print("\n| env | algo | median timesteps to threshold | per seed | median episodes to threshold | steps/s |")
