@@ -35,6 +35,7 @@ THRESHOLDS = {
     "LunarLander-v3": 200.0,
     "Pendulum-v1": -200.0,
     "MountainCar-v0": -110.0,
+    "MountainCarContinuous-v0": 90.0,
     "LunarLanderContinuous-v3": 200.0,
 }
 ALGO_CLASSES = {

@@ -10,13 +10,14 @@
 #   bash benchmarks/train_pretrained.sh list                # the agents and their exact commands
 #
 # Environment: LOGS (training runs, default logs/pretrained), OUT (default sb3_natgrad/pretrained),
-# CLI (default sb3-natgrad), PYTHON (default python), NICE (default 10). Training uses one thread (--num-threads 1, OMP_NUM_THREADS=1).
+# CLI (default sb3-natgrad), PYTHON (default python), NICE (default 10), PACKAGE_FLAGS (the flags every agent is
+# packaged with, default below). Training uses one thread (--num-threads 1, OMP_NUM_THREADS=1).
 #
-# Each agent is one line of AGENTS: "<algo> <env id> <extra train flags>". The train command is
+# Each agent is one line of AGENTS: "<algo> <env id> <extra train flags> [| <extra package flags>]". The train command is
 #   sb3-natgrad train --algo <algo> --env <env id> -f $LOGS --num-threads 1 <extra train flags>
 # (--seed is always among the extra flags; -params overrides of the packaged hyperparameters are recorded there
 # too), then
-#   sb3-natgrad package --algo <algo> --env <env id> -f $LOGS -o $OUT/<algo>-<env id> --force $PACKAGE_FLAGS
+#   sb3-natgrad package --algo <algo> --env <env id> -f $LOGS -o $OUT/<algo>-<env id> --force $PACKAGE_FLAGS <extra package flags>
 # Each run goes to a new $LOGS/<algo>/<env id>_<N> folder; package takes the latest one (--exp-id 0). Last,
 # benchmarks/pretrained_index.py $OUT writes $OUT/index.json (verifying every agent against its manifest).
 # Agents whose algorithm has no packaged hyperparameter file (sb3_natgrad/hyperparams/<algo>.yml) yet are skipped
@@ -33,27 +34,27 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 # Fresh evaluation written to results.json and the model card: 20 episodes, episode i reset with seed 1000 + i
 # (deterministic actions for non-Atari envs, as rl-zoo3). No replay video: it would make the wheel larger.
-PACKAGE_FLAGS="--n-eval-episodes 20 --eval-seed 1000 --no-video"
+PACKAGE_FLAGS=${PACKAGE_FLAGS:-"--n-eval-episodes 20 --eval-seed 1000 --no-video"}
 
 AGENTS=(
     # ACKTR
     "acktr CartPole-v1 --seed 1 --eval-freq 20000 --eval-episodes 5"
     "acktr Acrobot-v1 --seed 1 --eval-freq 20000 --eval-episodes 5"
-    # Shipped agent (2026-12-05, the tuned entry): packaged with --policy-only (the 256-256 networks' K-FAC state
-    # would make the wheel too large): `sb3-natgrad package ... $PACKAGE_FLAGS --policy-only`.
-    "acktr LunarLander-v3 --seed 1 --eval-freq 50000 --eval-episodes 5"
+    # Shipped agent (2026-12-05, the tuned entry): policy only (the 256-256 networks' K-FAC state would make the wheel
+    # too large).
+    "acktr LunarLander-v3 --seed 1 --eval-freq 50000 --eval-episodes 5 | --policy-only"
     "acktr Pendulum-v1 --seed 1 --eval-freq 25000 --eval-episodes 5"
     # Shipped agent: this run was stopped at 5.5e5 of its 1e6 steps (CPU budget) and packaged with --load-best
-    # (best evaluation 1369 at 5.5e5): `package acktr-Hopper-v5` with PACKAGE_FLAGS="... --load-best".
-    "acktr Hopper-v5 --seed 1 --eval-freq 50000 --eval-episodes 5"
+    # (best evaluation 1369 at 5.5e5).
+    "acktr Hopper-v5 --seed 1 --eval-freq 50000 --eval-episodes 5 | --load-best"
     # SMAC (needs sb3_natgrad/hyperparams/smac.yml)
     "smac CartPole-v1 --seed 1 --eval-freq 20000 --eval-episodes 5"
     "smac Acrobot-v1 --seed 1 --eval-freq 20000 --eval-episodes 5"
     # Shipped agent: packaged with --load-best (evaluation 216 at 9.5e5 steps; the final model at 1e6 evaluates at -3).
-    "smac LunarLander-v3 --seed 1 --eval-freq 50000 --eval-episodes 5"
+    "smac LunarLander-v3 --seed 1 --eval-freq 50000 --eval-episodes 5 | --load-best"
     # Shipped agent: packaged with --load-best (evaluation -175 at 1e5 steps; the final model evaluates at -465 +/- 473
     # on the 20 packaging episodes, -293 +/- 188 for the best one). SMAC is unstable on Pendulum (see smac.yml).
-    "smac Pendulum-v1 --seed 1 --eval-freq 100000 --eval-episodes 5"
+    "smac Pendulum-v1 --seed 1 --eval-freq 100000 --eval-episodes 5 | --load-best"
     "smac Hopper-v5 --seed 1 --eval-freq 50000 --eval-episodes 5"
     # KFRELAX (needs sb3_natgrad/hyperparams/kfrelax.yml)
     "kfrelax CartPole-v1 --seed 1 --eval-freq 20000 --eval-episodes 5"
@@ -64,13 +65,14 @@ AGENTS=(
 name_of() { local fields=($1); echo "${fields[0]}-${fields[1]}"; }
 
 train_command() {
-    local fields=($1)
+    local fields=(${1%%|*})
     echo "$CLI train --algo ${fields[0]} --env ${fields[1]} -f $LOGS --num-threads 1 ${fields[*]:2}"
 }
 
 package_command() {
-    local fields=($1)
-    echo "$CLI package --algo ${fields[0]} --env ${fields[1]} -f $LOGS -o $OUT/${fields[0]}-${fields[1]} --force $PACKAGE_FLAGS"
+    local fields=(${1%%|*}) extra=""
+    if [[ "$1" == *"|"* ]]; then extra=" $(echo ${1#*|})"; fi
+    echo "$CLI package --algo ${fields[0]} --env ${fields[1]} -f $LOGS -o $OUT/${fields[0]}-${fields[1]} --force $PACKAGE_FLAGS$extra"
 }
 
 has_config() {

@@ -131,7 +131,8 @@ def sample_smac_params(trial: optuna.Trial, n_actions: int, n_envs: int, additio
     :return: SMAC keyword arguments
     """
     params: dict[str, Any] = {
-        "n_steps": trial.suggest_categorical("n_steps", [128, 256, 512, 1000, 2048]),
+        # 16-64 per env: the batch of the entries with 4-16 envs (Pendulum, MountainCar); 1000: the paper's N.
+        "n_steps": trial.suggest_categorical("n_steps", [16, 32, 64, 128, 256, 512, 1000, 2048]),
         "batch_size": trial.suggest_categorical("batch_size", [64, 128, 250, 512]),
         "n_critic_updates": trial.suggest_int("n_critic_updates", 1, 20),
         "one_minus_gamma": trial.suggest_float("one_minus_gamma", 0.0001, 0.1, log=True),
