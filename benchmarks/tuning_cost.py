@@ -5,8 +5,9 @@ CPU time spent on the hyperparameter work of issue "Hyperparameters that win", f
   (``datetime_complete - datetime_start``) is the CPU time of one core; pruned and failed trials count too.
 - ``benchmarks/results/sample_efficiency/*.json``: the ``seconds`` of each run (one thread per run).
 
-Both are lower bounds: interrupted runs that were not saved, the shipped agents' training and the evaluations are
-not in these files.
+Not in these files: interrupted runs that were not saved, the shipped agents' training and the evaluations. Where
+more single-threaded jobs ran than there were cores (three on two, at times), their wall time overstates the CPU
+time they got.
 
 Usage::
 
