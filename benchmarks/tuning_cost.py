@@ -2,7 +2,7 @@
 CPU time spent on the hyperparameter work of issue "Hyperparameters that win", from the records it left.
 
 - ``benchmarks/results/tuning/*.db``: each Optuna trial ran as one single-threaded process, so its wall time
-  (``datetime_complete - datetime_start``) is the CPU time of one core; pruned and failed trials count too.
+  (``datetime_complete - datetime_start``) stands for the CPU time of one core; pruned and failed trials count too.
 - ``benchmarks/results/sample_efficiency/*.json``: the ``seconds`` of each run (one thread per run).
 
 Not in these files: interrupted runs that were not saved, the shipped agents' training and the evaluations. Where
