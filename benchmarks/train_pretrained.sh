@@ -50,7 +50,9 @@ AGENTS=(
     # SMAC (needs sb3_natgrad/hyperparams/smac.yml)
     "smac CartPole-v1 --seed 1 --eval-freq 20000 --eval-episodes 5"
     "smac Acrobot-v1 --seed 1 --eval-freq 20000 --eval-episodes 5"
-    # Shipped agent: packaged with --load-best (evaluation 216 at 9.5e5 steps; the final model at 1e6 evaluates at -3).
+    # Shipped agent (re-trained 2026-12-05 with the same entry): packaged with --load-best (evaluation 244 at 9e5 steps;
+    # the deterministic policy alternates between landing (200-244 at 6e5 / 6.5e5 / 9e5) and hovering (-10 to -30), and the
+    # final model at 1e6 evaluates at -10). Card: 227.1 +/- 46.2; seeds 5000-5019: 227.3 +/- 39.6.
     "smac LunarLander-v3 --seed 1 --eval-freq 50000 --eval-episodes 5 | --load-best"
     # Shipped agent: packaged with --load-best (evaluation -175 at 1e5 steps; the final model evaluates at -465 +/- 473
     # on the 20 packaging episodes, -293 +/- 188 for the best one). SMAC is unstable on Pendulum (see smac.yml).
