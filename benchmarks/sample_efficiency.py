@@ -9,6 +9,17 @@ worker processes with one torch thread each. Results go to a JSON file and a Mar
     python benchmarks/sample_efficiency.py --env Acrobot-v1 LunarLander-v3 --algos a2c acktr --seeds 0 1 2
 
 ``--set acktr:kfac_clip=0.01`` overrides a hyperparameter (repeatable), to compare variants.
+
+An environment without a threshold in :data:`THRESHOLDS` (MuJoCo) trains the whole budget and reports the final
+100-episode training mean (Wu et al. 2017, Figure 3: the return at 1M steps):
+
+    python benchmarks/sample_efficiency.py --env Hopper-v5 --algos a2c acktr --seeds 10 --budget 1000000 \
+        --checkpoint-dir logs/se_checkpoints --out benchmarks/results/sample_efficiency/mujoco_1m.json --resume
+
+``--checkpoint-dir`` saves each run (model, ``VecNormalize`` statistics, the last 100 training episodes, the curve)
+every ``--checkpoint-every`` timesteps, and a run started again with the same arguments goes on from its last
+checkpoint, so runs longer than a session survive it. A resumed run restarts its environments (the episodes under way
+are lost) and its random streams: it is not bit-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -20,7 +31,9 @@ import json
 import multiprocessing as mp
 import os
 import pathlib
+import shutil
 import time
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -95,11 +108,16 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     hyperparams = zoo_hyperparams(algo, env_id)
     hyperparams.update(job["overrides"])
     n_envs = int(hyperparams.get("n_envs", 1))
+    checkpoint = Checkpoint.of(job)
+    state = checkpoint.load_state() if checkpoint is not None else None
     env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
     if hyperparams.get("normalize"):
-        normalize = hyperparams["normalize"]
-        normalize_kwargs = eval(normalize) if isinstance(normalize, str) else ({} if normalize is True else normalize)
-        env = VecNormalize(env, gamma=hyperparams.get("gamma", 0.99), **normalize_kwargs)
+        if state is not None:
+            env = VecNormalize.load(str(checkpoint.folder / "vecnormalize.pkl"), env)  # type: ignore[union-attr]
+        else:
+            normalize = hyperparams["normalize"]
+            normalize_kwargs = eval(normalize) if isinstance(normalize, str) else ({} if normalize is True else normalize)
+            env = VecNormalize(env, gamma=hyperparams.get("gamma", 0.99), **normalize_kwargs)
 
     class Threshold(BaseCallback):
         def __init__(self) -> None:
@@ -107,24 +125,60 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
             self.hit: int | None = None
             self.episodes: int | None = None
             self.curve: list[tuple[int, float]] = []
+            self.episodes_before = 0  # episodes of the run before its last resume
+            self.saved_at = 0
 
         def _on_rollout_end(self) -> None:
             buffer = self.model.ep_info_buffer
             if len(buffer) >= 100:
                 mean = float(np.mean([info["r"] for info in buffer]))
                 self.curve.append((self.num_timesteps, mean))
-                if self.hit is None and mean >= threshold:
+                if self.hit is None and threshold is not None and mean >= threshold:
                     self.hit = self.num_timesteps
-                    self.episodes = sum(len(m.get_episode_rewards()) for m in _monitors(self.training_env))
+                    self.episodes = self.episodes_before + sum(
+                        len(m.get_episode_rewards()) for m in _monitors(self.training_env)
+                    )
+
+        def _on_rollout_start(self) -> None:
+            # before collecting: the model has been updated on every rollout counted in num_timesteps
+            if checkpoint is not None and self.num_timesteps - self.saved_at >= job["checkpoint_every"]:
+                self.saved_at = self.num_timesteps
+                checkpoint.save(self.model, self.state(time.perf_counter() - start + seconds_before))
+
+        def state(self, seconds: float) -> dict[str, Any]:
+            episodes = self.episodes_before + sum(len(m.get_episode_rewards()) for m in _monitors(self.training_env))
+            return dict(
+                hit=self.hit,
+                episodes=self.episodes,
+                curve=self.curve,
+                episodes_before=episodes,
+                seconds=seconds,
+                ep_info_buffer=[{k: float(v) for k, v in info.items()} for info in self.model.ep_info_buffer],
+            )
 
         def _on_step(self) -> bool:
             return self.hit is None or not job["stop_at_threshold"]
 
-    model = load_class(algo)(hyperparams.get("policy", "MlpPolicy"), env, seed=seed, **to_constructor_kwargs(hyperparams))
     callback = Threshold()
+    seconds_before = 0.0
+    if state is None:
+        model = load_class(algo)(hyperparams.get("policy", "MlpPolicy"), env, seed=seed, **to_constructor_kwargs(hyperparams))
+    else:
+        model = load_class(algo).load(checkpoint.folder / "model.zip", env=env, device="cpu")  # type: ignore[union-attr]
+        model.ep_info_buffer = deque(state["ep_info_buffer"], maxlen=model._stats_window_size)
+        callback.hit, callback.episodes = state["hit"], state["episodes"]
+        callback.curve = [tuple(point) for point in state["curve"]]
+        callback.episodes_before, callback.saved_at = state["episodes_before"], int(model.num_timesteps)
+        seconds_before = state["seconds"]
+    resumed_from = int(model.num_timesteps)
     start = time.perf_counter()
-    model.learn(budget, callback=callback)
-    elapsed = time.perf_counter() - start
+    if job["stop_at_threshold"] and callback.hit is not None:
+        remaining = 0  # the checkpoint was saved after the threshold was reached
+    else:
+        remaining = budget - resumed_from
+    if remaining > 0:
+        model.learn(remaining, callback=callback, reset_num_timesteps=state is None)
+    elapsed = time.perf_counter() - start + seconds_before
     return {
         "algo": job["label"],
         "env": env_id,
@@ -133,12 +187,57 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         "episodes_to_threshold": callback.episodes,
         "final_100_episode_mean": callback.curve[-1][1] if callback.curve else None,
         "timesteps_run": int(model.num_timesteps),
+        "resumed_from": resumed_from,
         "seconds": round(elapsed, 1),
-        "steps_per_second": round(model.num_timesteps / elapsed, 1),
+        "steps_per_second": round(model.num_timesteps / elapsed, 1) if elapsed > 0 else None,
         "hyperparams": {
             k: (v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)) for k, v in hyperparams.items()
         },
     }
+
+
+class Checkpoint:
+    """
+    The checkpoint of one run (``--checkpoint-dir``): ``<dir>/<label>_<env>_<seed>/current/`` holds ``model.zip``,
+    ``vecnormalize.pkl`` (normalised entries) and ``state.json`` (the threshold callback's state and the last 100
+    training episodes). A new checkpoint is written beside it and swapped in by renames, so an interrupted save leaves
+    the previous one whole.
+    """
+
+    def __init__(self, root: pathlib.Path) -> None:
+        self.root = root
+
+    @classmethod
+    def of(cls, job: dict[str, Any]) -> Checkpoint | None:
+        if not job.get("checkpoint_dir"):
+            return None
+        return cls(pathlib.Path(job["checkpoint_dir"]) / f"{job['label']}_{job['env']}_{job['seed']}")
+
+    @property
+    def folder(self) -> pathlib.Path:
+        return self.root / "current"
+
+    def load_state(self) -> dict[str, Any] | None:
+        old = self.root / "old"
+        if not (self.folder / "state.json").exists() and (old / "state.json").exists():
+            old.rename(self.folder)  # interrupted between the two renames of save()
+        path = self.folder / "state.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def save(self, model: Any, state: dict[str, Any]) -> None:
+        new, old = self.root / "new", self.root / "old"
+        for folder in (new, old):
+            shutil.rmtree(folder, ignore_errors=True)
+        new.mkdir(parents=True)
+        model.save(new / "model.zip")
+        normalize = model.get_vec_normalize_env()
+        if normalize is not None:
+            normalize.save(str(new / "vecnormalize.pkl"))
+        (new / "state.json").write_text(json.dumps(state))
+        if self.folder.exists():
+            self.folder.rename(old)
+        new.rename(self.folder)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _monitors(env: Any) -> list[Any]:
@@ -163,6 +262,8 @@ def main() -> None:
     parser.add_argument(
         "--resume", action="store_true", help="skip the runs (label, env, seed) already in --out and tabulate all of them"
     )
+    parser.add_argument("--checkpoint-dir", default=None, help="save each run there and resume it from its last checkpoint")
+    parser.add_argument("--checkpoint-every", type=int, default=100_000, help="timesteps between checkpoints")
     args = parser.parse_args()
 
     overrides: dict[str, dict[str, Any]] = {}
@@ -183,9 +284,11 @@ def main() -> None:
                         env=env_id,
                         seed=seed,
                         budget=budget,
-                        threshold=THRESHOLDS[env_id],
+                        threshold=THRESHOLDS.get(env_id),
                         overrides=overrides.get(algo, {}),
                         stop_at_threshold=not args.keep_going,
+                        checkpoint_dir=args.checkpoint_dir,
+                        checkpoint_every=args.checkpoint_every,
                     )
                 )
     out = pathlib.Path(args.out)
@@ -209,8 +312,8 @@ def main() -> None:
             partial.write_text(json.dumps([*saved, {**result, "provenance": stamp}], indent=1))
             partial.replace(out)
 
-    print("\n| env | algo | median timesteps to threshold | per seed | median episodes to threshold | steps/s |")
-    print("|---|---|---|---|---|---|")
+    print("\n| env | algo | median timesteps to threshold | per seed | median episodes to threshold | final means | steps/s |")
+    print("|---|---|---|---|---|---|---|")
     for env_id in args.env:
         for label in dict.fromkeys(r["algo"] for r in results):
             rows = [r for r in results if r["env"] == env_id and r["algo"] == label]
@@ -221,8 +324,10 @@ def main() -> None:
             median = float(np.median(finite))
             episodes = [r["episodes_to_threshold"] for r in rows]
             median_episodes = float(np.median([e if e is not None else float("inf") for e in episodes]))
-            fps = np.mean([r["steps_per_second"] for r in rows])
-            print(f"| {env_id} | {label} | {median:.0f} | {hits} | {median_episodes:.0f} | {fps:.0f} |")
+            fps = np.mean([r["steps_per_second"] or 0.0 for r in rows])
+            finals = [r["final_100_episode_mean"] for r in sorted(rows, key=lambda r: r["seed"])]
+            finals_text = " / ".join("-" if f is None else f"{f:.0f}" for f in finals)
+            print(f"| {env_id} | {label} | {median:.0f} | {hits} | {median_episodes:.0f} | {finals_text} | {fps:.0f} |")
 
 
 if __name__ == "__main__":
