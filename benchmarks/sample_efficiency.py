@@ -68,15 +68,41 @@ def load_class(algo: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def zoo_hyperparams(algo: str, env_id: str) -> dict[str, Any]:
-    """The rl-zoo3 entry for (algo, env): rl-zoo3's files for SB3/contrib algorithms, ours for sb3_natgrad's."""
+def zoo_hyperparams(algo: str, env_id: str, entry: str | None = None) -> dict[str, Any]:
+    """
+    The rl-zoo3 entry for (algo, env): rl-zoo3's files for SB3/contrib algorithms, ours for sb3_natgrad's.
+
+    :param entry: the entry's name in the file (default: :func:`zoo_entry_name` of ``env_id``)
+    """
+    table = _zoo_table(algo)
+    return dict(table[entry or zoo_entry_name(algo, env_id)])
+
+
+def zoo_entry_name(algo: str, env_id: str) -> str:
+    """
+    The entry of ``env_id`` in the algorithm's file: its own, else the newest other version of the same environment
+    (rl-zoo3 lists MuJoCo as ``-v4``, which gymnasium 1.x keeps with the same dynamics as ``-v5`` up to fixes), else
+    the file's ``default``.
+    """
+    table = _zoo_table(algo)
+    if env_id in table:
+        return env_id
+    name = env_id.rpartition("-v")[0]
+    versions = [key for key in table if key.rpartition("-v")[0] == name and key.rpartition("-v")[2].isdigit()]
+    if versions:
+        return max(versions, key=lambda key: int(key.rpartition("-v")[2]))
+    if "default" in table:
+        return "default"
+    raise KeyError(f"no entry for {env_id!r} in {algo}'s hyperparameter file, and no 'default' entry")
+
+
+def _zoo_table(algo: str) -> dict[str, Any]:
     if algo in ("acktr", "smac", "kfrelax"):
         path = pathlib.Path(importlib.import_module("sb3_natgrad").__file__).parent / "hyperparams" / f"{algo}.yml"
     else:
         path = pathlib.Path(importlib.import_module("rl_zoo3").__file__).parent / "hyperparams" / f"{algo}.yml"
     with open(path) as file:
-        table = yaml.safe_load(file)
-    return dict(table.get(env_id, table.get("default", {})))
+        return yaml.safe_load(file)
 
 
 def to_constructor_kwargs(hyperparams: dict[str, Any]) -> dict[str, Any]:
@@ -105,7 +131,8 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     algo, env_id, seed, budget, threshold = job["algo"], job["env"], job["seed"], job["budget"], job["threshold"]
-    hyperparams = zoo_hyperparams(algo, env_id)
+    entry = job.get("entry") or zoo_entry_name(algo, env_id)
+    hyperparams = zoo_hyperparams(algo, env_id, entry)
     hyperparams.update(job["overrides"])
     n_envs = int(hyperparams.get("n_envs", 1))
     checkpoint = Checkpoint.of(job)
@@ -183,6 +210,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         "algo": job["label"],
         "env": env_id,
         "seed": seed,
+        "zoo_entry": entry,
         "timesteps_to_threshold": callback.hit,
         "episodes_to_threshold": callback.episodes,
         "final_100_episode_mean": callback.curve[-1][1] if callback.curve else None,
@@ -262,6 +290,9 @@ def main() -> None:
     parser.add_argument(
         "--resume", action="store_true", help="skip the runs (label, env, seed) already in --out and tabulate all of them"
     )
+    parser.add_argument(
+        "--entry", action="append", default=[], help="algo:name, the entry of the algorithm's file to use (default: the env's)"
+    )
     parser.add_argument("--checkpoint-dir", default=None, help="save each run there and resume it from its last checkpoint")
     parser.add_argument("--checkpoint-every", type=int, default=100_000, help="timesteps between checkpoints")
     args = parser.parse_args()
@@ -271,10 +302,12 @@ def main() -> None:
         algo, assignment = item.split(":", 1)
         key, value = assignment.split("=", 1)
         overrides.setdefault(algo, {})[key] = ast.literal_eval(value)
+    entries = dict(item.split(":", 1) for item in args.entry)
     jobs = []
     for env_id in args.env:
         for algo in args.algos:
-            budget = args.budget or int(float(zoo_hyperparams(algo, env_id).get("n_timesteps", 1e6)))
+            entry = entries.get(algo)
+            budget = args.budget or int(float(zoo_hyperparams(algo, env_id, entry).get("n_timesteps", 1e6)))
             label = algo if algo not in overrides or args.label is None else f"{algo}-{args.label}"
             for seed in args.seeds:
                 jobs.append(
@@ -286,6 +319,7 @@ def main() -> None:
                         budget=budget,
                         threshold=THRESHOLDS.get(env_id),
                         overrides=overrides.get(algo, {}),
+                        entry=entry,
                         stop_at_threshold=not args.keep_going,
                         checkpoint_dir=args.checkpoint_dir,
                         checkpoint_every=args.checkpoint_every,

@@ -66,3 +66,12 @@ def test_without_a_checkpoint_dir_nothing_is_saved(script: Any, tmp_path: pathli
     result = script.run_one({**job(64, tmp_path), "checkpoint_dir": None})
     assert result["resumed_from"] == 0 and result["timesteps_run"] == 64
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_entry_of_a_newer_env_version_is_the_newest_listed_one(script: Any) -> None:
+    # rl-zoo3 lists MuJoCo as -v4: its A2C entry for Hopper-v4, not the file's "default", trains Hopper-v5
+    assert script.zoo_entry_name("a2c", "Hopper-v5") == "Hopper-v4"
+    assert script.zoo_hyperparams("a2c", "Hopper-v5")["normalize"] is True
+    assert script.zoo_entry_name("acktr", "Hopper-v5") == "Hopper-v5"  # ours lists -v5 itself
+    assert script.zoo_entry_name("a2c", "InvertedPendulum-v5") == "default"  # rl-zoo3's A2C has no entry
+    assert script.zoo_hyperparams("a2c", "InvertedPendulum-v5", entry="HalfCheetah-v4")["normalize"] is True
