@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 from provenance import provenance
-from sample_efficiency import to_constructor_kwargs, zoo_hyperparams
+from sample_efficiency import THRESHOLDS, to_constructor_kwargs, zoo_hyperparams
 
 
 def run(env_id: str, seed: int, budget: int, cv_optimizer: str, overrides: dict[str, Any], log_interval: int) -> dict:
@@ -52,17 +52,21 @@ def run(env_id: str, seed: int, budget: int, cv_optimizer: str, overrides: dict[
     ratio = (logs["train/grad_variance"] / logs["train/grad_variance_no_cv"]).to_numpy()
     returns = logs["rollout/ep_rew_mean"].to_numpy()
     quarters = np.array_split(np.arange(len(logs)), 4)
+    threshold = THRESHOLDS.get(env_id)
+    above = np.flatnonzero(returns >= threshold) if threshold is not None else np.array([], dtype=int)
     return {
         "cv_optimizer": cv_optimizer,
         "seed": seed,
         "timesteps": int(model.num_timesteps),
         "logged_updates": len(logs),
+        # first logged update whose 100-episode training mean reaches the threshold (resolution: --log-interval)
+        "timesteps_to_threshold": int(logs["time/total_timesteps"].iloc[above[0]]) if len(above) else None,
         "median_variance_ratio": float(np.median(ratio)),
         "quarters": [
             {
                 "until_timestep": int(logs["time/total_timesteps"].iloc[q[-1]]),
                 "median_variance_ratio": float(np.median(ratio[q])),
-                "ep_rew_mean": float(returns[q[-1]]),
+                "ep_rew_mean": None if np.isnan(returns[q[-1]]) else float(returns[q[-1]]),
             }
             for q in quarters
         ],
@@ -89,8 +93,13 @@ def main() -> None:
         overrides[key] = ast.literal_eval(value)
     results = [run(args.env, args.seed, args.budget, opt, overrides, args.log_interval) for opt in ("kfac", "adam")]
     for r in results:
-        quarters = " / ".join(f"{q['median_variance_ratio']:.2f} ({q['ep_rew_mean']:.0f})" for q in r["quarters"])
-        print(f"{r['cv_optimizer']:5s} median Var ratio {r['median_variance_ratio']:.3f}; by quarter (return): {quarters}")
+        quarters = " / ".join(
+            f"{q['median_variance_ratio']:.2f} ({q['ep_rew_mean'] or float('nan'):.0f})" for q in r["quarters"]
+        )
+        print(
+            f"{r['cv_optimizer']:5s} median Var ratio {r['median_variance_ratio']:.3f}; by quarter (return): {quarters}; "
+            f"threshold at {r['timesteps_to_threshold']}"
+        )
     if args.out:
         with open(args.out, "w") as file:
             json.dump({"env": args.env, "overrides": overrides, "runs": results, "provenance": provenance()}, file, indent=1)

@@ -126,7 +126,6 @@ def to_constructor_kwargs(hyperparams: dict[str, Any]) -> dict[str, Any]:
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
     import torch
     from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
 
     torch.set_num_threads(1)
@@ -137,7 +136,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     n_envs = int(hyperparams.get("n_envs", 1))
     checkpoint = Checkpoint.of(job)
     state = checkpoint.load_state() if checkpoint is not None else None
-    env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
+    env = make_env(env_id, hyperparams, n_envs, seed)
     if hyperparams.get("normalize"):
         if state is not None:
             env = VecNormalize.load(str(checkpoint.folder / "vecnormalize.pkl"), env)  # type: ignore[union-attr]
@@ -266,6 +265,26 @@ class Checkpoint:
             self.folder.rename(old)
         new.rename(self.folder)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def make_env(env_id: str, hyperparams: dict[str, Any], n_envs: int, seed: int) -> Any:
+    """
+    The training ``VecEnv`` of an entry as rl-zoo3 builds it, before normalisation: ``env_wrapper`` (rl-zoo3's
+    ``get_wrapper_class``, e.g. the ``TimeFeatureWrapper`` of ACKTR's MuJoCo entries), ``env_kwargs`` and
+    ``frame_stack``; ``vec_env_wrapper`` and ``callback`` are refused (this script does not build them).
+    """
+    from rl_zoo3.utils import get_wrapper_class
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecFrameStack
+
+    unsupported = sorted({"vec_env_wrapper", "callback"} & hyperparams.keys())
+    if unsupported:
+        raise ValueError(f"{env_id}: the entry's {unsupported} are not supported by this script")
+    env_kwargs = hyperparams.get("env_kwargs") or {}
+    env = make_vec_env(env_id, n_envs=n_envs, seed=seed, wrapper_class=get_wrapper_class(hyperparams), env_kwargs=env_kwargs)
+    if hyperparams.get("frame_stack"):
+        env = VecFrameStack(env, int(hyperparams["frame_stack"]))
+    return env
 
 
 def _monitors(env: Any) -> list[Any]:

@@ -75,3 +75,14 @@ def test_the_entry_of_a_newer_env_version_is_the_newest_listed_one(script: Any) 
     assert script.zoo_entry_name("acktr", "Hopper-v5") == "Hopper-v5"  # ours lists -v5 itself
     assert script.zoo_entry_name("a2c", "InvertedPendulum-v5") == "default"  # rl-zoo3's A2C has no entry
     assert script.zoo_hyperparams("a2c", "InvertedPendulum-v5", entry="HalfCheetah-v4")["normalize"] is True
+
+
+def test_the_entry_wrappers_are_applied_as_rl_zoo3_does(script: Any) -> None:
+    # ACKTR's MuJoCo entries add rl-zoo3's TimeFeatureWrapper: one more observation (before, this script left it out)
+    entry = script.zoo_hyperparams("acktr", "InvertedPendulum-v5")
+    env = script.make_env("InvertedPendulum-v5", entry, 1, 0)
+    assert env.observation_space.shape == (4 + 1,)
+    plain = script.make_env("InvertedPendulum-v5", script.zoo_hyperparams("a2c", "InvertedPendulum-v5"), 1, 0)
+    assert plain.observation_space.shape == (4,)
+    with pytest.raises(ValueError, match="vec_env_wrapper"):
+        script.make_env("CartPole-v1", {"vec_env_wrapper": "x.Y"}, 1, 0)
