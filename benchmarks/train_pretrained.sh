@@ -56,7 +56,7 @@ AGENTS=(
     "smac LunarLander-v3 --seed 1 --eval-freq 50000 --eval-episodes 5 | --load-best"
     # Shipped agent: packaged with --load-best (evaluation -175 at 1e5 steps; the final model evaluates at -465 +/- 473
     # on the 20 packaging episodes, -293 +/- 188 for the best one). SMAC is unstable on Pendulum (see smac.yml).
-    "smac Pendulum-v1 --seed 1 --eval-freq 100000 --eval-episodes 5 | --load-best"
+    "smac Pendulum-v1 --seed 1 --eval-freq 50000 --eval-episodes 5 | --load-best"
     "smac Hopper-v5 --seed 1 --eval-freq 50000 --eval-episodes 5"
     # KFRELAX (needs sb3_natgrad/hyperparams/kfrelax.yml)
     "kfrelax CartPole-v1 --seed 1 --eval-freq 20000 --eval-episodes 5"
