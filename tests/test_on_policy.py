@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import io
+import pathlib
 import subprocess
 import sys
 import warnings
@@ -379,6 +380,16 @@ def test_a_discrete_observation_outside_its_space_is_named(algo: type) -> None:
 def test_smac_warns_when_the_critic_batch_is_larger_than_the_rollout() -> None:
     with pytest.warns(UserWarning, match="batch_size=250 is larger than the rollout"):
         SMAC("MlpPolicy", "CartPole-v1", n_steps=16)
+
+
+def test_smac_loaded_onto_fewer_envs_does_not_warn_about_its_critic_batch(tmp_path: pathlib.Path) -> None:
+    # 4 envs x 16 steps with batch_size 64 is a whole-rollout batch; loaded onto one evaluation env the rollout would be
+    # 16 samples, but an evaluation never fills it: the warning belongs to the construction only (as SB3's PPO)
+    env = DummyVecEnv([lambda: gym.make("CartPole-v1")] * 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        SMAC("MlpPolicy", env, n_steps=16, batch_size=64, seed=0, device="cpu").save(tmp_path / "smac")
+        SMAC.load(tmp_path / "smac", env=DummyVecEnv([lambda: gym.make("CartPole-v1")]), device="cpu")
 
 
 def test_kfrelax_modules_moved_out_of_common_keep_their_old_import_paths() -> None:

@@ -148,11 +148,13 @@ class SMAC(NaturalGradientAlgorithm):
         _init_setup_model: bool = True,
     ):
         super().__init__(**own_arguments(locals()))
+        if _init_setup_model and self.env is not None:
+            # here, as SB3's PPO, not in _setup_model: loading a model onto fewer envs (an evaluation env) is no mistake
+            warn_if_batch_exceeds_rollout(self.batch_size, self.n_steps * self.n_envs, type(self).__name__)
 
     # -- set-up --------------------------------------------------------------------------------------------------
 
     def _setup_model(self) -> None:
-        warn_if_batch_exceeds_rollout(self.batch_size, self.n_steps * self.n_envs, type(self).__name__)
         super()._setup_model()
         self._actor_params, self._critic_params = split_actor_critic(self.policy, type(self).__name__)
         # The policy's optimizer now trains the critic alone (Huo et al. 2026, §4.3: MSE with Adam).
