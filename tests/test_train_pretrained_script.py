@@ -29,5 +29,5 @@ def test_per_agent_package_flags_go_to_the_package_command_only() -> None:
 def test_agent_without_package_flags_and_package_flags_from_the_environment() -> None:
     _, _, package = listed("acktr-CartPole-v1", PACKAGE_FLAGS="--n-eval-episodes 3")
     assert package.endswith("--force --n-eval-episodes 3")
-    _, _, package = listed("smac-Pendulum-v1", PACKAGE_FLAGS="--n-eval-episodes 3")
+    _, _, package = listed("smac-LunarLander-v3", PACKAGE_FLAGS="--n-eval-episodes 3")
     assert package.endswith("--force --n-eval-episodes 3 --load-best")
