@@ -16,9 +16,9 @@ An environment without a threshold in :data:`THRESHOLDS` (MuJoCo) trains the who
     python benchmarks/sample_efficiency.py --env Hopper-v5 --algos a2c acktr --seeds 10 --budget 1000000 \
         --checkpoint-dir logs/se_checkpoints --out benchmarks/results/sample_efficiency/mujoco_1m.json --resume
 
-``--checkpoint-dir`` saves each run (model, ``VecNormalize`` statistics, the last 100 training episodes, the curve)
-every ``--checkpoint-every`` timesteps, and a run started again with the same arguments goes on from its last
-checkpoint, so runs longer than a session survive it. A resumed run restarts its environments (the episodes under way
+``--checkpoint-dir`` saves each run (model, ``VecNormalize`` statistics, the last 100 training episodes, the last
+100-episode mean) every ``--checkpoint-every`` timesteps, and a run started again with the same arguments goes on
+from its last checkpoint, so runs longer than a session survive it. A resumed run restarts its environments (the episodes under way
 are lost) and its random streams: it is not bit-identical to an uninterrupted one.
 """
 
@@ -176,7 +176,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
             return dict(
                 hit=self.hit,
                 episodes=self.episodes,
-                curve=self.curve,
+                curve=self.curve[-1:],  # only the last point is reported (a full curve is one point per rollout)
                 episodes_before=episodes,
                 seconds=seconds,
                 ep_info_buffer=[{k: float(v) for k, v in info.items()} for info in self.model.ep_info_buffer],
