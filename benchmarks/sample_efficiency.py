@@ -18,8 +18,8 @@ An environment without a threshold in :data:`THRESHOLDS` (MuJoCo) trains the who
 
 ``--checkpoint-dir`` saves each run (model, ``VecNormalize`` statistics, the last 100 training episodes, the last
 100-episode mean) every ``--checkpoint-every`` timesteps, and a run started again with the same arguments goes on
-from its last checkpoint, so runs longer than a session survive it. A resumed run restarts its environments (the episodes under way
-are lost) and its random streams: it is not bit-identical to an uninterrupted one.
+from its last checkpoint, so runs longer than a session survive it. A resumed run restarts its environments (the
+episodes under way are lost) and its random streams: it is not bit-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
