@@ -25,13 +25,12 @@ from typing import Any
 
 import numpy as np
 from provenance import provenance
-from sample_efficiency import THRESHOLDS, to_constructor_kwargs, zoo_hyperparams
+from sample_efficiency import THRESHOLDS, make_env, to_constructor_kwargs, zoo_hyperparams
 
 
 def run(env_id: str, seed: int, budget: int, cv_optimizer: str, overrides: dict[str, Any], log_interval: int) -> dict:
     import pandas as pd
     import torch
-    from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.logger import configure
     from stable_baselines3.common.vec_env import VecNormalize
 
@@ -41,7 +40,7 @@ def run(env_id: str, seed: int, budget: int, cv_optimizer: str, overrides: dict[
     hyperparams = zoo_hyperparams("kfrelax", env_id)
     hyperparams.update(overrides)
     hyperparams["cv_optimizer"] = cv_optimizer
-    env = make_vec_env(env_id, n_envs=int(hyperparams.get("n_envs", 1)), seed=seed)
+    env = make_env(env_id, hyperparams, int(hyperparams.get("n_envs", 1)), seed)  # the entry's wrappers, as rl-zoo3
     if hyperparams.get("normalize"):
         env = VecNormalize(env, gamma=hyperparams.get("gamma", 0.99))
     model = KFRELAX(hyperparams.get("policy", "MlpPolicy"), env, seed=seed, **to_constructor_kwargs(hyperparams))
