@@ -318,9 +318,18 @@ def main() -> None:
 
     overrides: dict[str, dict[str, Any]] = {}
     for item in args.set:
-        algo, assignment = item.split(":", 1)
-        key, value = assignment.split("=", 1)
-        overrides.setdefault(algo, {})[key] = ast.literal_eval(value)
+        algo, _, assignment = item.partition(":")
+        key, equals, value = assignment.partition("=")
+        if not equals or not key:
+            parser.error(f"--set {item!r}: expected algo:key=value")
+        try:
+            overrides.setdefault(algo, {})[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            hint = "quote zoo strings such as policy_kwargs: \"'dict(...)'\""
+            parser.error(f"--set {item!r}: {value!r} is not a Python literal ({hint})")
+    for item in args.entry:
+        if ":" not in item:
+            parser.error(f"--entry {item!r}: expected algo:entry_name")
     entries = dict(item.split(":", 1) for item in args.entry)
     jobs = []
     for env_id in args.env:

@@ -86,3 +86,21 @@ def test_the_entry_wrappers_are_applied_as_rl_zoo3_does(script: Any) -> None:
     assert plain.observation_space.shape == (4,)
     with pytest.raises(ValueError, match="vec_env_wrapper"):
         script.make_env("CartPole-v1", {"vec_env_wrapper": "x.Y"}, 1, 0)
+
+
+@pytest.mark.parametrize(
+    ("flag", "named"),
+    [
+        (["--set", "acktr:policy_kwargs=dict(a=1)"], "'dict(a=1)' is not a Python literal"),
+        (["--set", "acktr:n_steps"], "'acktr:n_steps': expected algo:key=value"),
+        (["--entry", "HalfCheetah-v4"], "'HalfCheetah-v4': expected algo:entry_name"),
+    ],
+)
+def test_a_malformed_override_is_refused_by_name(
+    script: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, flag: list[str], named: str
+) -> None:
+    monkeypatch.setattr("sys.argv", ["sample_efficiency.py", "--env", "Pendulum-v1", "--algos", "acktr", *flag])
+    with pytest.raises(SystemExit) as exit_info:
+        script.main()
+    assert exit_info.value.code == 2
+    assert named in capsys.readouterr().err
