@@ -4,6 +4,7 @@
 # for InvertedPendulum, InvertedDoublePendulum and Reacher, which take its MuJoCo defaults, the HalfCheetah-v4 entry:
 # normalised observations and rewards, SB3's A2C defaults otherwise). Each run is checkpointed every 100k steps and
 # resumes from its last checkpoint when the script is started again, so the benchmark can span sessions.
+# Results: benchmarks/results/sample_efficiency/README.md, "MuJoCo" (ACKTR's runs are labelled acktr-envs8).
 #
 # Usage (from the repository root): bash benchmarks/mujoco_1m.sh ALGO [SEED ...]   (ALGO: acktr, a2c, smac)
 set -euo pipefail
@@ -18,6 +19,10 @@ for ENV in InvertedPendulum-v5 InvertedDoublePendulum-v5 Reacher-v5 Swimmer-v5 H
     ENTRY=()
     if [ "$ALGO" = a2c ] && [[ "$ENV" =~ ^(InvertedPendulum|InvertedDoublePendulum|Reacher)- ]]; then
         ENTRY=(--entry a2c:HalfCheetah-v4)
+    fi
+    if [ "$ALGO" = acktr ]; then
+        # the entry's own values since 2026-12-05, repeated to keep the label of the runs made just before the change
+        ENTRY=(--set acktr:n_envs=8 --set acktr:n_steps=256 --label envs8)
     fi
     nice -n "${NICE:-5}" python benchmarks/sample_efficiency.py --env "$ENV" --algos "$ALGO" --seeds $SEEDS --budget 1000000 \
         "${ENTRY[@]}" --workers 1 --checkpoint-dir "$CHECKPOINTS" --out "$OUT" --resume
