@@ -731,6 +731,31 @@ def test_sampler_and_converter_build_the_algorithm(entry: ZooAlgorithm) -> None:
         assert set(converted) == set(kwargs)
 
 
+@pytest.mark.parametrize("entry", [entry for entry in ZOO_ALGORITHMS if entry.sampler is not None], ids=lambda e: e.name)
+def test_sampler_draws_the_initial_log_std_for_box_actions_only(entry: ZooAlgorithm) -> None:
+    optuna = pytest.importorskip("optuna")
+    from sb3_natgrad.zoo import hyperparams_opt
+
+    algo_class = load_algorithm(entry)
+    if algo_class is None:
+        pytest.skip(f"{entry.name} is not available")
+    sampler, converter = getattr(hyperparams_opt, entry.sampler), getattr(hyperparams_opt, entry.converter)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    discrete = study.ask()
+    assert "log_std_init" not in sampler(discrete, 0, 1, {})["policy_kwargs"]
+    assert "log_std_init" not in discrete.params
+    trial = study.ask()
+    kwargs = sampler(trial, 1, 1, {})  # rl-zoo3 passes the size of a Box action space
+    log_std_init = trial.params["log_std_init"]
+    assert -4.0 <= log_std_init <= 1.0
+    model = algo_class("MlpPolicy", "Pendulum-v1", device="cpu", **kwargs)
+    assert model.policy.log_std.detach().numpy() == pytest.approx([log_std_init])
+    assert converter(trial.params)["policy_kwargs"]["log_std_init"] == log_std_init
+    # A trial stored before the parameter existed still converts, to the policy's default.
+    old = {key: value for key, value in trial.params.items() if key != "log_std_init"}
+    assert "log_std_init" not in converter(old)["policy_kwargs"]
+
+
 def _train_then_ctrl_c(cwd, *extra: str, process_group: bool = False) -> tuple[int, str, str]:
     """Start a long ``train`` in ``cwd``, send SIGINT (to its process group, as a terminal does) once it is in learn()."""
     command = ["train", "--algo", "acktr", "--env", "CartPole-v1", "-n", "10000000", "-f", "logs", "--eval-freq", "-1"]

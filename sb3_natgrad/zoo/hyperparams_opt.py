@@ -36,20 +36,29 @@ def _convert(params: dict[str, Any], for_trial: bool) -> dict[str, Any]:
         net_arch=NET_ARCHS[hyperparams.pop("net_arch")],
         activation_fn=ACTIVATIONS[hyperparams.pop("activation_fn")],
     )
+    if "log_std_init" in hyperparams:  # drawn for Box actions only (trials stored before 2026-12-05 have none)
+        hyperparams["policy_kwargs"]["log_std_init"] = hyperparams.pop("log_std_init")
     return hyperparams
 
 
-def _suggest_network(trial: optuna.Trial) -> dict[str, Any]:
+def _suggest_network(trial: optuna.Trial, n_actions: int) -> dict[str, Any]:
     """
-    rl-zoo3's network choices (keys of :data:`NET_ARCHS` and :data:`ACTIVATIONS`), the last draws of every sampler.
+    rl-zoo3's network choices (keys of :data:`NET_ARCHS` and :data:`ACTIVATIONS`), the last draws of every sampler,
+    and for a Box action space the initial log standard deviation of the Gaussian policy, -4 to 1 (a standard
+    deviation of 0.02 to 2.7; rl-zoo3's samplers leave it out, but its tuned A2C and PPO continuous-control entries
+    set -3.29 to 0, mostly -2, and so does our SMAC Pendulum-v1 entry).
 
     :param trial: the Optuna trial
-    :return: the raw ``net_arch`` and ``activation_fn`` parameters
+    :param n_actions: size of a Box action space, 0 for other spaces (rl-zoo3 passes 0 for those)
+    :return: the raw ``net_arch`` and ``activation_fn`` parameters, and ``log_std_init`` for Box actions
     """
-    return {
+    network: dict[str, Any] = {
         "net_arch": trial.suggest_categorical("net_arch", ["small", "medium"]),
         "activation_fn": trial.suggest_categorical("activation_fn", ["tanh", "relu"]),
     }
+    if n_actions > 0:
+        network["log_std_init"] = trial.suggest_float("log_std_init", -4.0, 1.0)
+    return network
 
 
 def _sampled(trial: optuna.Trial, params: dict[str, Any]) -> dict[str, Any]:
@@ -84,7 +93,7 @@ def sample_acktr_params(trial: optuna.Trial, n_actions: int, n_envs: int, additi
     advantage normalisation (SB2 always normalised for Box actions) and rl-zoo3's network choices.
 
     :param trial: the Optuna trial
-    :param n_actions: size of a Box action space (unused)
+    :param n_actions: size of a Box action space (0 for other spaces): draws ``log_std_init`` when positive
     :param n_envs: number of environments (unused: the batch is ``n_steps * n_envs``)
     :param additional_args: rl-zoo3's extra arguments (unused)
     :return: ACKTR keyword arguments
@@ -101,7 +110,7 @@ def sample_acktr_params(trial: optuna.Trial, n_actions: int, n_envs: int, additi
         "ent_coef": trial.suggest_float("ent_coef", 0.00000001, 0.1, log=True),
         "vf_coef": trial.suggest_float("vf_coef", 0.0, 1.0),
         "normalize_advantage": trial.suggest_categorical("normalize_advantage", [False, True]),
-        **_suggest_network(trial),
+        **_suggest_network(trial, n_actions),
     }
     return _sampled(trial, params)
 
@@ -125,7 +134,7 @@ def sample_smac_params(trial: optuna.Trial, n_actions: int, n_envs: int, additio
     network choices of rl-zoo3's on-policy samplers.
 
     :param trial: the Optuna trial
-    :param n_actions: size of a Box action space (unused)
+    :param n_actions: size of a Box action space (0 for other spaces): draws ``log_std_init`` when positive
     :param n_envs: number of environments (unused: the batch is ``n_steps * n_envs``)
     :param additional_args: rl-zoo3's extra arguments (unused)
     :return: SMAC keyword arguments
@@ -145,7 +154,7 @@ def sample_smac_params(trial: optuna.Trial, n_actions: int, n_envs: int, additio
         "actor_step_size": trial.suggest_float("actor_step_size", 0.01, 10.0, log=True),
         "ent_coef": trial.suggest_float("ent_coef", 0.00000001, 0.1, log=True),
         "normalize_advantage": trial.suggest_categorical("normalize_advantage", [False, True]),
-        **_suggest_network(trial),
+        **_suggest_network(trial, n_actions),
     }
     return _sampled(trial, params)
 
@@ -169,7 +178,7 @@ def sample_kfrelax_params(trial: optuna.Trial, n_actions: int, n_envs: int, addi
     (damping and trust region), with rl-zoo3's network choices for the actor and critic.
 
     :param trial: the Optuna trial
-    :param n_actions: size of a Box action space (unused)
+    :param n_actions: size of a Box action space (0 for other spaces): draws ``log_std_init`` when positive
     :param n_envs: number of environments (unused: the batch is ``n_steps * n_envs``)
     :param additional_args: rl-zoo3's extra arguments (unused)
     :return: KFRELAX keyword arguments
@@ -187,7 +196,7 @@ def sample_kfrelax_params(trial: optuna.Trial, n_actions: int, n_envs: int, addi
         "normalize_advantage": trial.suggest_categorical("normalize_advantage", [False, True]),
         "cv_damping": trial.suggest_float("cv_damping", 0.01, 1.0, log=True),
         "cv_kl_clip": trial.suggest_float("cv_kl_clip", 0.001, 0.1, log=True),
-        **_suggest_network(trial),
+        **_suggest_network(trial, n_actions),
     }
     return _sampled(trial, params)
 
