@@ -44,9 +44,9 @@ AGENTS=(
     # too large).
     "acktr LunarLander-v3 --seed 1 --eval-freq 50000 --eval-episodes 5 | --policy-only"
     "acktr Pendulum-v1 --seed 1 --eval-freq 25000 --eval-episodes 5"
-    # Shipped agent: this run was stopped at 5.5e5 of its 1e6 steps (CPU budget) and packaged with --load-best
-    # (best evaluation 1369 at 5.5e5).
-    "acktr Hopper-v5 --seed 1 --eval-freq 50000 --eval-episodes 5 | --load-best"
+    # Shipped agent (re-trained 2026-12-05 with the 8-env entry, 1M steps, 11 min of a core): the final model, policy
+    # only as LunarLander-v3 (the agent before: the old 1-env entry, stopped at 5.5e5 steps, 1359.6 +/- 62.8).
+    "acktr Hopper-v5 --seed 1 --eval-freq 50000 --eval-episodes 5 | --policy-only"
     # SMAC (needs sb3_natgrad/hyperparams/smac.yml)
     "smac CartPole-v1 --seed 1 --eval-freq 20000 --eval-episodes 5"
     "smac Acrobot-v1 --seed 1 --eval-freq 20000 --eval-episodes 5"
