@@ -44,39 +44,50 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", default="benchmarks/results/sample_efficiency/mujoco_1m.json")
     parser.add_argument("--checkpoint-dir", default=None, help="show runs under way from their last checkpoint")
-    parser.add_argument("--labels", nargs=2, default=("a2c", "acktr-envs8"), metavar=("BASELINE", "OURS"))
+    parser.add_argument(
+        "--labels", nargs="+", default=["a2c", "acktr-envs8"], help="the baseline's label first, then those compared with it"
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[10, 11, 12])
     args = parser.parse_args()
+    if len(args.labels) < 2:
+        parser.error(f"--labels {' '.join(args.labels)}: give the baseline and at least one label to compare with it")
 
     results = {
         (r["algo"], r["env"], r["seed"]): r["final_100_episode_mean"]
         for r in json.loads(pathlib.Path(args.results).read_text())
     }
     checkpoints = pathlib.Path(args.checkpoint_dir) if args.checkpoint_dir else None
-    baseline, ours = args.labels
+    baseline, others = args.labels[0], args.labels[1:]
     seeds = " / ".join(str(seed) for seed in args.seeds)
-    header = f"| task | {baseline}, seeds {seeds} | {ours}, seeds {seeds} | median {baseline} | median {ours} |"
-    print(f"{header} {ours} ≥ {baseline} |")
-    print("|---|---:|---:|---:|---:|---|")
-    wins = compared = 0
+    columns = [f"{label}, seeds {seeds} | median" for label in args.labels] + [f"{label} ≥ {baseline}" for label in others]
+    print(f"| task | {' | '.join(columns)} |")
+    print("|---|" + "---:|---:|" * len(args.labels) + "---|" * len(others))
+    wins = dict.fromkeys(others, 0)
+    compared = dict.fromkeys(others, 0)
     for env in TASKS:
-        medians, texts = [], []
-        for label in (baseline, ours):
+        cells_out, medians = [], {}
+        for label in args.labels:
             cells = [_cell(results, checkpoints, label, env, seed) for seed in args.seeds]
-            texts.append(" / ".join(text for text, _ in cells))
             finished = [value for _, value in cells if value is not None]
-            medians.append((statistics.median(finished), len(finished)) if finished else None)
-        verdict = ""
-        if medians[0] is not None and medians[1] is not None:
-            compared += 1
-            wins += medians[1][0] >= medians[0][0]
-            verdict = "yes" if medians[1][0] >= medians[0][0] else "**no**"
-        median_texts = [
-            "-" if m is None else f"{m[0]:.1f}" + ("" if m[1] == len(args.seeds) else f" ({m[1]} of {len(args.seeds)})")
-            for m in medians
-        ]
-        print(f"| {env} | {texts[0]} | {texts[1]} | {median_texts[0]} | {median_texts[1]} | {verdict} |")
-    print(f"\n{ours}'s median is at or above {baseline}'s on {wins} of the {compared} tasks where both have a finished run.")
+            median_text = "-"
+            if finished:
+                medians[label] = statistics.median(finished)
+                median_text = f"{medians[label]:.1f}"
+                if len(finished) < len(args.seeds):
+                    median_text += f" ({len(finished)} of {len(args.seeds)})"
+            cells_out += [" / ".join(text for text, _ in cells), median_text]
+        for label in others:
+            verdict = ""
+            if label in medians and baseline in medians:
+                compared[label] += 1
+                wins[label] += medians[label] >= medians[baseline]
+                verdict = "yes" if medians[label] >= medians[baseline] else "**no**"
+            cells_out.append(verdict)
+        print(f"| {env} | {' | '.join(cells_out)} |")
+    print()
+    for label in others:
+        tally = f"{wins[label]} of the {compared[label]} tasks"
+        print(f"{label}'s median is at or above {baseline}'s on {tally} where both have a finished run.")
 
 
 if __name__ == "__main__":
