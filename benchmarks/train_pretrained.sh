@@ -57,6 +57,8 @@ AGENTS=(
     # Shipped agent (re-trained 2026-12-05 with the tuned gSDE entry): the final model (on seeds 5000-5019 it evaluates
     # at -169.2 +/- 108.0, the best evaluation's model, 350k steps, at -169.6 +/- 115.2).
     "smac Pendulum-v1 --seed 1 --eval-freq 50000 --eval-episodes 5"
+    # Shipped agent (re-trained 2026-12-05 with the 8 x 125 entry, 1M steps): the final model. Card: 3566.4 +/- 26.6;
+    # seeds 5000-5019: 3565.7 +/- 46.8 (the agent before, 1-env entry: 1244.0).
     "smac Hopper-v5 --seed 1 --eval-freq 50000 --eval-episodes 5"
     # KFRELAX (needs sb3_natgrad/hyperparams/kfrelax.yml)
     "kfrelax CartPole-v1 --seed 1 --eval-freq 20000 --eval-episodes 5"
