@@ -704,18 +704,26 @@ def test_register_skips_missing_and_broken_modules(monkeypatch, tmp_path) -> Non
     assert "half written" in reasons["broken"]
 
 
-@pytest.mark.parametrize("entry", [entry for entry in ZOO_ALGORITHMS if entry.sampler is not None], ids=lambda e: e.name)
-def test_sampler_and_converter_build_the_algorithm(entry: ZooAlgorithm) -> None:
-    optuna = pytest.importorskip("optuna")
-    from rl_zoo3.exp_manager import ExperimentManager
+WITH_SAMPLER = [entry for entry in ZOO_ALGORITHMS if entry.sampler is not None]
 
+
+def _sampler_setup(entry: ZooAlgorithm, seed: int) -> tuple[type, Any, Any, Any]:
+    """The algorithm class, sampler and converter of ``entry`` and a seeded random-sampler study (skips if unavailable)."""
+    optuna = pytest.importorskip("optuna")
     from sb3_natgrad.zoo import hyperparams_opt
 
     algo_class = load_algorithm(entry)
     if algo_class is None:
         pytest.skip(f"{entry.name} is not available")
     sampler, converter = getattr(hyperparams_opt, entry.sampler), getattr(hyperparams_opt, entry.converter)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    return algo_class, sampler, converter, optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+
+
+@pytest.mark.parametrize("entry", WITH_SAMPLER, ids=lambda e: e.name)
+def test_sampler_and_converter_build_the_algorithm(entry: ZooAlgorithm) -> None:
+    algo_class, sampler, converter, study = _sampler_setup(entry, seed=0)
+    from rl_zoo3.exp_manager import ExperimentManager
+
     for index in range(4):
         trial = study.ask()
         kwargs = sampler(trial, 0, 1, {})
@@ -731,16 +739,9 @@ def test_sampler_and_converter_build_the_algorithm(entry: ZooAlgorithm) -> None:
         assert set(converted) == set(kwargs)
 
 
-@pytest.mark.parametrize("entry", [entry for entry in ZOO_ALGORITHMS if entry.sampler is not None], ids=lambda e: e.name)
+@pytest.mark.parametrize("entry", WITH_SAMPLER, ids=lambda e: e.name)
 def test_sampler_draws_the_initial_log_std_for_box_actions_only(entry: ZooAlgorithm) -> None:
-    optuna = pytest.importorskip("optuna")
-    from sb3_natgrad.zoo import hyperparams_opt
-
-    algo_class = load_algorithm(entry)
-    if algo_class is None:
-        pytest.skip(f"{entry.name} is not available")
-    sampler, converter = getattr(hyperparams_opt, entry.sampler), getattr(hyperparams_opt, entry.converter)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    algo_class, sampler, converter, study = _sampler_setup(entry, seed=1)
     discrete = study.ask()
     assert "log_std_init" not in sampler(discrete, 0, 1, {})["policy_kwargs"]
     assert "log_std_init" not in discrete.params
