@@ -52,11 +52,16 @@ def main() -> None:
     if len(args.labels) < 2:
         parser.error(f"--labels {' '.join(args.labels)}: give the baseline and at least one label to compare with it")
 
-    results = {
-        (r["algo"], r["env"], r["seed"]): r["final_100_episode_mean"]
-        for r in json.loads(pathlib.Path(args.results).read_text())
-    }
+    path = pathlib.Path(args.results)
+    if not path.is_file():
+        parser.error(f"--results {args.results}: no such file")
+    results = {(r["algo"], r["env"], r["seed"]): r["final_100_episode_mean"] for r in json.loads(path.read_text())}
     checkpoints = pathlib.Path(args.checkpoint_dir) if args.checkpoint_dir else None
+    known = sorted({label for label, _, _ in results})
+    for label in args.labels:
+        under_way = checkpoints is not None and any(checkpoints.glob(f"{label}_*"))
+        if label not in known and not under_way:
+            parser.error(f"--labels: no run labelled {label!r} in {args.results} (labels there: {', '.join(known)})")
     baseline, others = args.labels[0], args.labels[1:]
     seeds = " / ".join(str(seed) for seed in args.seeds)
     columns = [f"{label}, seeds {seeds} | median" for label in args.labels] + [f"{label} ≥ {baseline}" for label in others]
