@@ -7,6 +7,12 @@ on at least 6 of 8 tasks). A run still under way is shown with its last checkpoi
 is given; it counts in no median.
 
     python benchmarks/mujoco_table.py --checkpoint-dir logs/se_checkpoints
+
+``--results`` takes several files (a sweep and the runs it is compared with); a run (label, task, seed) found in two
+of them with different results is refused.
+
+    cd benchmarks/results/sample_efficiency
+    python ../../mujoco_table.py --labels acktr acktr-tr01 --seeds 0 1 --results mujoco_acktr_tr_sweep.json mujoco_hc_sweep.json
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ def _cell(results: dict, checkpoints: pathlib.Path | None, label: str, env: str,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", default="benchmarks/results/sample_efficiency/mujoco_1m.json")
+    parser.add_argument("--results", nargs="+", default=["benchmarks/results/sample_efficiency/mujoco_1m.json"])
     parser.add_argument("--checkpoint-dir", default=None, help="show runs under way from their last checkpoint")
     parser.add_argument(
         "--labels", nargs="+", default=["a2c", "acktr-envs8"], help="the baseline's label first, then those compared with it"
@@ -52,16 +58,21 @@ def main() -> None:
     if len(args.labels) < 2:
         parser.error(f"--labels {' '.join(args.labels)}: give the baseline and at least one label to compare with it")
 
-    path = pathlib.Path(args.results)
-    if not path.is_file():
-        parser.error(f"--results {args.results}: no such file")
-    results = {(r["algo"], r["env"], r["seed"]): r["final_100_episode_mean"] for r in json.loads(path.read_text())}
+    results: dict[tuple[str, str, int], float] = {}
+    for name in args.results:
+        path = pathlib.Path(name)
+        if not path.is_file():
+            parser.error(f"--results {name}: no such file")
+        for run in json.loads(path.read_text()):
+            key, final = (run["algo"], run["env"], run["seed"]), run["final_100_episode_mean"]
+            if results.setdefault(key, final) != final:
+                parser.error(f"--results: the run {key} is in two files with different results ({results[key]} and {final})")
     checkpoints = pathlib.Path(args.checkpoint_dir) if args.checkpoint_dir else None
     known = sorted({label for label, _, _ in results})
     for label in args.labels:
         under_way = checkpoints is not None and any(checkpoints.glob(f"{label}_*"))
         if label not in known and not under_way:
-            parser.error(f"--labels: no run labelled {label!r} in {args.results} (labels there: {', '.join(known)})")
+            parser.error(f"--labels: no run labelled {label!r} in {' '.join(args.results)} (labels there: {', '.join(known)})")
     baseline, others = args.labels[0], args.labels[1:]
     seeds = " / ".join(str(seed) for seed in args.seeds)
     columns = [f"{label}, seeds {seeds} | median" for label in args.labels] + [f"{label} ≥ {baseline}" for label in others]

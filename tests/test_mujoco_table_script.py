@@ -48,3 +48,16 @@ def test_a_label_without_runs_is_refused_by_name(tmp_path: pathlib.Path) -> None
 def test_a_missing_results_file_is_refused_by_name(tmp_path: pathlib.Path) -> None:
     result = _run("--results", str(tmp_path / "none.json"))
     assert result.returncode == 2 and "none.json: no such file" in result.stderr
+
+
+def test_several_results_files_are_merged_and_conflicts_refused(tmp_path: pathlib.Path) -> None:
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps([dict(algo="acktr", env="Hopper-v5", seed=11, final_100_episode_mean=700.0)]))
+    result = _run("--results", str(_results(tmp_path)), str(sweep), "--labels", "a2c", "acktr")
+    assert result.returncode == 0, result.stderr
+    # ACKTR's seeds 10 and 11 come from two files: median 575 above A2C's 500
+    assert "| Hopper-v5 | 400.0 / 600.0 / - | 500.0 (2 of 3) | 450.0 / 700.0 / - | 575.0 (2 of 3) | yes |" in result.stdout
+    sweep.write_text(json.dumps([dict(algo="acktr", env="Hopper-v5", seed=10, final_100_episode_mean=451.0)]))
+    result = _run("--results", str(_results(tmp_path)), str(sweep), "--labels", "a2c", "acktr")
+    assert result.returncode == 2
+    assert "('acktr', 'Hopper-v5', 10)" in result.stderr and "450.0 and 451.0" in result.stderr
