@@ -12,7 +12,8 @@ is given; it counts in no median.
 of them with different results is refused.
 
     cd benchmarks/results/sample_efficiency
-    python ../../mujoco_table.py --labels acktr acktr-tr01 --seeds 0 1 --results mujoco_acktr_tr_sweep.json mujoco_hc_sweep.json
+    python ../../mujoco_table.py --labels acktr acktr-tr01 --seeds 0 1 \
+        --results mujoco_acktr_tr_sweep.json mujoco_hc_sweep.json
 """
 
 from __future__ import annotations
