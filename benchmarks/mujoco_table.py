@@ -14,15 +14,23 @@ of them with different results is refused.
     cd benchmarks/results/sample_efficiency
     python ../../mujoco_table.py --labels acktr acktr-tr01 --seeds 0 1 \
         --results mujoco_acktr_tr_sweep.json mujoco_hc_sweep.json
+
+``--update FILE`` writes the table into FILE between its ``<!-- mujoco-table -->`` and ``<!-- /mujoco-table -->``
+lines instead of printing it (the README section is refreshed this way):
+
+    python benchmarks/mujoco_table.py --labels a2c acktr-envs8 smac --update benchmarks/results/sample_efficiency/README.md
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import statistics
+import tempfile
 
+MARKERS = ("<!-- mujoco-table -->", "<!-- /mujoco-table -->")
 TASKS = (
     "InvertedPendulum-v5",
     "InvertedDoublePendulum-v5",
@@ -55,12 +63,32 @@ def main() -> None:
         "--labels", nargs="+", default=["a2c", "acktr-envs8"], help="the baseline's label first, then those compared with it"
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=[10, 11, 12])
+    parser.add_argument("--update", default=None, help="write the table between the mujoco-table markers of this file")
     args = parser.parse_args()
+    if args.update is not None:
+        _check_markers(parser, pathlib.Path(args.update))
     if len(args.labels) < 2:
         parser.error(f"--labels {' '.join(args.labels)}: give the baseline and at least one label to compare with it")
 
+    results = _load_results(parser, args.results)
+    checkpoints = pathlib.Path(args.checkpoint_dir) if args.checkpoint_dir else None
+    known = sorted({label for label, _, _ in results})
+    for label in args.labels:
+        under_way = checkpoints is not None and any(checkpoints.glob(f"{label}_*"))
+        if label not in known and not under_way:
+            parser.error(f"--labels: no run labelled {label!r} in {' '.join(args.results)} (labels there: {', '.join(known)})")
+    lines = _table(results, checkpoints, args.labels, args.seeds)
+    if args.update is None:
+        print("\n".join(lines))
+    else:
+        _write_between_markers(pathlib.Path(args.update), lines)
+        print(f"wrote the table into {args.update}")
+
+
+def _load_results(parser: argparse.ArgumentParser, names: list[str]) -> dict[tuple[str, str, int], float]:
+    """The final means of every run (label, task, seed) of the files; a run in two files must agree."""
     results: dict[tuple[str, str, int], float] = {}
-    for name in args.results:
+    for name in names:
         path = pathlib.Path(name)
         if not path.is_file():
             parser.error(f"--results {name}: no such file")
@@ -68,30 +96,30 @@ def main() -> None:
             key, final = (run["algo"], run["env"], run["seed"]), run["final_100_episode_mean"]
             if results.setdefault(key, final) != final:
                 parser.error(f"--results: the run {key} is in two files with different results ({results[key]} and {final})")
-    checkpoints = pathlib.Path(args.checkpoint_dir) if args.checkpoint_dir else None
-    known = sorted({label for label, _, _ in results})
-    for label in args.labels:
-        under_way = checkpoints is not None and any(checkpoints.glob(f"{label}_*"))
-        if label not in known and not under_way:
-            parser.error(f"--labels: no run labelled {label!r} in {' '.join(args.results)} (labels there: {', '.join(known)})")
-    baseline, others = args.labels[0], args.labels[1:]
-    seeds = " / ".join(str(seed) for seed in args.seeds)
-    columns = [f"{label}, seeds {seeds} | median" for label in args.labels] + [f"{label} ≥ {baseline}" for label in others]
-    print(f"| task | {' | '.join(columns)} |")
-    print("|---|" + "---:|---:|" * len(args.labels) + "---|" * len(others))
+    return results
+
+
+def _table(
+    results: dict[tuple[str, str, int], float], checkpoints: pathlib.Path | None, labels: list[str], seeds_run: list[int]
+) -> list[str]:
+    """The Markdown table (one row per task, the baseline's label first) and the tallies below it."""
+    baseline, others = labels[0], labels[1:]
+    seeds = " / ".join(str(seed) for seed in seeds_run)
+    columns = [f"{label}, seeds {seeds} | median" for label in labels] + [f"{label} ≥ {baseline}" for label in others]
+    lines = [f"| task | {' | '.join(columns)} |", "|---|" + "---:|---:|" * len(labels) + "---|" * len(others)]
     wins = dict.fromkeys(others, 0)
     compared = dict.fromkeys(others, 0)
     for env in TASKS:
         cells_out, medians = [], {}
-        for label in args.labels:
-            cells = [_cell(results, checkpoints, label, env, seed) for seed in args.seeds]
+        for label in labels:
+            cells = [_cell(results, checkpoints, label, env, seed) for seed in seeds_run]
             finished = [value for _, value in cells if value is not None]
             median_text = "-"
             if finished:
                 medians[label] = statistics.median(finished)
                 median_text = f"{medians[label]:.1f}"
-                if len(finished) < len(args.seeds):
-                    median_text += f" ({len(finished)} of {len(args.seeds)})"
+                if len(finished) < len(seeds_run):
+                    median_text += f" ({len(finished)} of {len(seeds_run)})"
             cells_out += [" / ".join(text for text, _ in cells), median_text]
         for label in others:
             verdict = ""
@@ -100,11 +128,34 @@ def main() -> None:
                 wins[label] += medians[label] >= medians[baseline]
                 verdict = "yes" if medians[label] >= medians[baseline] else "**no**"
             cells_out.append(verdict)
-        print(f"| {env} | {' | '.join(cells_out)} |")
-    print()
+        lines.append(f"| {env} | {' | '.join(cells_out)} |")
+    lines.append("")
     for label in others:
         tally = f"{wins[label]} of the {compared[label]} tasks"
-        print(f"{label}'s median is at or above {baseline}'s on {tally} where both have a finished run.")
+        lines.append(f"{label}'s median is at or above {baseline}'s on {tally} where both have a finished run.")
+    return lines
+
+
+def _check_markers(parser: argparse.ArgumentParser, path: pathlib.Path) -> None:
+    if not path.is_file():
+        parser.error(f"--update {path}: no such file")
+    text = path.read_text().splitlines()
+    for marker in MARKERS:
+        if text.count(marker) != 1:
+            parser.error(f"--update {path}: needs exactly one line {marker!r}, found {text.count(marker)}")
+    if text.index(MARKERS[0]) > text.index(MARKERS[1]):
+        parser.error(f"--update {path}: {MARKERS[1]!r} comes before {MARKERS[0]!r}")
+
+
+def _write_between_markers(path: pathlib.Path, lines: list[str]) -> None:
+    text = path.read_text().splitlines()
+    start, end = text.index(MARKERS[0]), text.index(MARKERS[1])
+    new = "\n".join([*text[: start + 1], *lines, *text[end:]]) + "\n"
+    # write a temporary file beside it and rename it over the old one: an interruption leaves the old file whole
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(handle, "w") as file:
+        file.write(new)
+    os.replace(temporary, path)
 
 
 if __name__ == "__main__":

@@ -61,3 +61,24 @@ def test_several_results_files_are_merged_and_conflicts_refused(tmp_path: pathli
     result = _run("--results", str(_results(tmp_path)), str(sweep), "--labels", "a2c", "acktr")
     assert result.returncode == 2
     assert "('acktr', 'Hopper-v5', 10)" in result.stderr and "450.0 and 451.0" in result.stderr
+
+
+def test_update_writes_the_table_between_the_markers_only(tmp_path: pathlib.Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("# before\n<!-- mujoco-table -->\nold table\n<!-- /mujoco-table -->\nafter\n")
+    result = _run("--results", str(_results(tmp_path)), "--labels", "a2c", "acktr", "--update", str(readme))
+    assert result.returncode == 0, result.stderr
+    text = readme.read_text()
+    assert text.startswith("# before\n<!-- mujoco-table -->\n| task | a2c, seeds 10 / 11 / 12 |")
+    assert "old table" not in text and text.endswith(
+        "on 0 of the 2 tasks where both have a finished run.\n<!-- /mujoco-table -->\nafter\n"
+    )
+    assert "| Hopper-v5 | 400.0 / 600.0 / - |" in text and result.stdout.startswith("wrote the table")
+
+
+def test_update_refuses_a_file_without_both_markers_and_leaves_it_alone(tmp_path: pathlib.Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- mujoco-table -->\nno end marker\n")
+    result = _run("--results", str(_results(tmp_path)), "--labels", "a2c", "acktr", "--update", str(readme))
+    assert result.returncode == 2 and "'<!-- /mujoco-table -->', found 0" in result.stderr
+    assert readme.read_text() == "<!-- mujoco-table -->\nno end marker\n"
