@@ -5,6 +5,7 @@
 # normalised observations and rewards, SB3's A2C defaults otherwise). Each run is checkpointed every 100k steps and
 # resumes from its last checkpoint when the script is started again, so the benchmark can span sessions.
 # SMAC runs its packaged entries (8 envs x 125 steps since 2026-12-05, label smac).
+# The checkpoints live in logs/, which a fresh clone does not have: a run resumes only on the machine that started it.
 # Results: benchmarks/results/sample_efficiency/README.md, "MuJoCo" (ACKTR's runs are labelled acktr-envs8); the table
 # there is printed by `python benchmarks/mujoco_table.py --checkpoint-dir logs/se_checkpoints`.
 #
@@ -23,8 +24,12 @@ for ENV in InvertedPendulum-v5 InvertedDoublePendulum-v5 Reacher-v5 Swimmer-v5 H
         ENTRY=(--entry a2c:HalfCheetah-v4)
     fi
     if [ "$ALGO" = acktr ]; then
-        # the entry's own values since 2026-12-05, repeated to keep the label of the runs made just before the change
+        # the entry's own values, repeated to keep the labels of the runs made before each change: 8 envs x 256 steps
+        # since 2026-12-05 (label envs8); InvertedDoublePendulum's trust region since 2026-12-05 (label tr01)
         ENTRY=(--set acktr:n_envs=8 --set acktr:n_steps=256 --label envs8)
+        if [ "$ENV" = InvertedDoublePendulum-v5 ]; then
+            ENTRY=(--set acktr:kfac_clip=0.01 --set acktr:max_kl=0.01 --label tr01)
+        fi
     fi
     nice -n "${NICE:-5}" python benchmarks/sample_efficiency.py --env "$ENV" --algos "$ALGO" --seeds $SEEDS --budget 1000000 \
         "${ENTRY[@]}" --workers 1 --checkpoint-dir "$CHECKPOINTS" --out "$OUT" --resume
