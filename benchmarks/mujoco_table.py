@@ -16,7 +16,7 @@ of them with different results is refused.
         --results mujoco_acktr_tr_sweep.json mujoco_hc_sweep.json
 
 ``--update FILE`` writes the table into FILE between its ``<!-- mujoco-table -->`` and ``<!-- /mujoco-table -->``
-lines instead of printing it (the README section is refreshed this way):
+lines instead of printing it (the README section is refreshed this way; ``--marker NAME`` picks other markers):
 
     python benchmarks/mujoco_table.py --labels a2c acktr-envs8 smac --update benchmarks/results/sample_efficiency/README.md
 """
@@ -30,7 +30,6 @@ import pathlib
 import statistics
 import tempfile
 
-MARKERS = ("<!-- mujoco-table -->", "<!-- /mujoco-table -->")
 TASKS = (
     "InvertedPendulum-v5",
     "InvertedDoublePendulum-v5",
@@ -63,10 +62,12 @@ def main() -> None:
         "--labels", nargs="+", default=["a2c", "acktr-envs8"], help="the baseline's label first, then those compared with it"
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=[10, 11, 12])
-    parser.add_argument("--update", default=None, help="write the table between the mujoco-table markers of this file")
+    parser.add_argument("--update", default=None, help="write the table between the markers of this file")
+    parser.add_argument("--marker", default="mujoco-table", help="the markers' name: <!-- NAME --> and <!-- /NAME -->")
     args = parser.parse_args()
+    markers = (f"<!-- {args.marker} -->", f"<!-- /{args.marker} -->")
     if args.update is not None:
-        _check_markers(parser, pathlib.Path(args.update))
+        _check_markers(parser, pathlib.Path(args.update), markers)
     if len(args.labels) < 2:
         parser.error(f"--labels {' '.join(args.labels)}: give the baseline and at least one label to compare with it")
 
@@ -81,7 +82,7 @@ def main() -> None:
     if args.update is None:
         print("\n".join(lines))
     else:
-        _write_between_markers(pathlib.Path(args.update), lines)
+        _write_between_markers(pathlib.Path(args.update), lines, markers)
         print(f"wrote the table into {args.update}")
 
 
@@ -136,20 +137,20 @@ def _table(
     return lines
 
 
-def _check_markers(parser: argparse.ArgumentParser, path: pathlib.Path) -> None:
+def _check_markers(parser: argparse.ArgumentParser, path: pathlib.Path, markers: tuple[str, str]) -> None:
     if not path.is_file():
         parser.error(f"--update {path}: no such file")
     text = path.read_text().splitlines()
-    for marker in MARKERS:
+    for marker in markers:
         if text.count(marker) != 1:
             parser.error(f"--update {path}: needs exactly one line {marker!r}, found {text.count(marker)}")
-    if text.index(MARKERS[0]) > text.index(MARKERS[1]):
-        parser.error(f"--update {path}: {MARKERS[1]!r} comes before {MARKERS[0]!r}")
+    if text.index(markers[0]) > text.index(markers[1]):
+        parser.error(f"--update {path}: {markers[1]!r} comes before {markers[0]!r}")
 
 
-def _write_between_markers(path: pathlib.Path, lines: list[str]) -> None:
+def _write_between_markers(path: pathlib.Path, lines: list[str], markers: tuple[str, str]) -> None:
     text = path.read_text().splitlines()
-    start, end = text.index(MARKERS[0]), text.index(MARKERS[1])
+    start, end = text.index(markers[0]), text.index(markers[1])
     new = "\n".join([*text[: start + 1], *lines, *text[end:]]) + "\n"
     # write a temporary file beside it and rename it over the old one: an interruption leaves the old file whole
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")

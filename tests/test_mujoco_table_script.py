@@ -82,3 +82,14 @@ def test_update_refuses_a_file_without_both_markers_and_leaves_it_alone(tmp_path
     result = _run("--results", str(_results(tmp_path)), "--labels", "a2c", "acktr", "--update", str(readme))
     assert result.returncode == 2 and "'<!-- /mujoco-table -->', found 0" in result.stderr
     assert readme.read_text() == "<!-- mujoco-table -->\nno end marker\n"
+
+
+def test_update_with_other_markers(tmp_path: pathlib.Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- mujoco-table -->\nkeep\n<!-- /mujoco-table -->\n<!-- sweep -->\n<!-- /sweep -->\n")
+    result = _run(
+        "--results", str(_results(tmp_path)), "--labels", "a2c", "acktr", "--update", str(readme), "--marker", "sweep"
+    )
+    assert result.returncode == 0, result.stderr
+    text = readme.read_text()
+    assert text.startswith("<!-- mujoco-table -->\nkeep\n<!-- /mujoco-table -->\n<!-- sweep -->\n| task |")
