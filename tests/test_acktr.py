@@ -275,12 +275,28 @@ def test_cartpole_reaches_475():
 
 
 def test_pendulum_improves():
-    env = VecNormalize(make_vec_env("Pendulum-v1", n_envs=4, seed=0), gamma=0.99)
-    model = ACKTR("MlpPolicy", env, seed=0, ent_coef=0.0, normalize_advantage=True, gae_lambda=0.95)
-    eval_env = VecNormalize(make_vec_env("Pendulum-v1", n_envs=1, seed=100), training=False, norm_reward=False)
-    eval_env.obs_rms = env.obs_rms
-    before, _ = evaluate_policy(model, eval_env, n_eval_episodes=5)
-    model.learn(50_000)
-    eval_env.obs_rms = env.obs_rms
-    after, _ = evaluate_policy(model, eval_env, n_eval_episodes=5)
-    assert after > before + 500, (before, after)  # about -1350 -> -300 (seeds 0 and 1 at 60k steps)
+    # The packaged Pendulum-v1 values (hyperparams/acktr.yml: 4 envs x 16 steps, learning rate 0.06) over three seeds:
+    # one seed's 50k-step outcome changes with the CPU and the thread count (seed 0 with the defaults: -300 on one
+    # machine, no progress on another), the median of three held on both (improvements 578 and 805 with 2 and 1 threads).
+    improvements = []
+    for seed in (0, 1, 2):
+        env = VecNormalize(make_vec_env("Pendulum-v1", n_envs=4, seed=seed), gamma=0.99)
+        model = ACKTR(
+            "MlpPolicy",
+            env,
+            seed=seed,
+            n_steps=16,
+            learning_rate=0.06,
+            ent_coef=0.0,
+            inverse_interval=1,
+            vf_fisher_coef=2.0,
+            normalize_advantage=True,
+        )
+        eval_env = VecNormalize(make_vec_env("Pendulum-v1", n_envs=1, seed=100), training=False, norm_reward=False)
+        eval_env.obs_rms = env.obs_rms
+        before, _ = evaluate_policy(model, eval_env, n_eval_episodes=5)
+        model.learn(50_000)
+        eval_env.obs_rms = env.obs_rms
+        after, _ = evaluate_policy(model, eval_env, n_eval_episodes=5)
+        improvements.append(after - before)
+    assert np.median(improvements) > 500, improvements  # from about -1350 (random) to -850 or better
