@@ -3,10 +3,10 @@
 # MuJoCo tasks (v5), ACKTR's packaged entries against rl-zoo3's A2C entries (their -v4 entries; rl-zoo3 has no A2C entry
 # for InvertedPendulum, InvertedDoublePendulum and Reacher, which take its MuJoCo defaults, the HalfCheetah-v4 entry:
 # normalised observations and rewards, SB3's A2C defaults otherwise). Each run is checkpointed every 100k steps and
-# resumes from its last checkpoint when the script is started again, so the benchmark can span sessions.
+# resumes from its last checkpoint when the script is started again on the same machine.
 # SMAC runs its packaged entries (8 envs x 125 steps since 2026-12-05, label smac).
 # The checkpoints live in logs/, which a fresh clone does not have: a run resumes only on the machine that started it.
-# Results: benchmarks/results/sample_efficiency/README.md, "MuJoCo" (ACKTR's runs are labelled acktr-envs8); the table
+# Results: benchmarks/results/sample_efficiency/README.md, "MuJoCo" (ACKTR: acktr-envs8, acktr-tr01); the table
 # there is printed by `python benchmarks/mujoco_table.py --checkpoint-dir logs/se_checkpoints`.
 #
 # Usage (from the repository root): bash benchmarks/mujoco_1m.sh ALGO [SEED ...]   (ALGO: acktr, a2c, smac)
