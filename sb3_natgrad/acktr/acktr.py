@@ -14,6 +14,7 @@ from torch.nn import functional as F
 
 from sb3_natgrad.acktr.fisher import sampled_fisher_loss, updated_bellman_error_var
 from sb3_natgrad.acktr.kfac_options import OPTION_DOCS, check_acktr_kfac_arguments, make_kfac
+from sb3_natgrad.acktr.step_size import adapted_step_scale
 from sb3_natgrad.common.checks import ArgumentCheck, check_number
 from sb3_natgrad.common.distributions import distribution_and_values, mean_entropy
 from sb3_natgrad.common.on_policy import NaturalGradientAlgorithm, own_arguments
@@ -64,6 +65,12 @@ class ACKTR(NaturalGradientAlgorithm):
         is shrunk until it holds (:meth:`~sb3_natgrad.common.on_policy.NaturalGradientAlgorithm._backtrack_to_kl`).
         ``kfac_clip`` bounds K-FAC's quadratic model of the joint Fisher, which the real KL can exceed many times
         (``benchmarks/results/smac/trust_region.md``); ``None`` (default): the paper's trust region alone
+    :param kl_target: adapt the step size to the exact batch-mean KL of each update, as the continuous-control code of
+        Wu et al. 2017 did (:func:`~sb3_natgrad.acktr.step_size.adapted_step_scale`): the learning rate is multiplied
+        by a factor that starts at 1 and is divided by 1.5 after an update whose KL exceeds ``2 * kl_target``,
+        multiplied by 1.5 after one below ``kl_target / 2``, and kept within ``[1e-8, 1]`` as a step size
+        (``train/learning_rate`` logs the product, ``train/kl_step_scale`` the factor; the factor is saved with
+        the model). ``kfac_clip`` and ``max_kl`` still bound each step. ``None`` (default): the learning rate alone
     :param adaptive_gauss_newton: use the running Bellman-error variance as the critic's output variance in the
         Fisher (Wu et al. 2017, appendix D) instead of 1
     """
@@ -73,6 +80,7 @@ class ACKTR(NaturalGradientAlgorithm):
         "max_grad_norm": partial(check_number, low=0.0, low_inclusive=False),  # the warm-up needs a clip
         "kfac_clip": partial(check_number, low=0.0, low_inclusive=False),
         "max_kl": partial(check_number, low=0.0, low_inclusive=False, allow_none=True),
+        "kl_target": partial(check_number, low=0.0, low_inclusive=False, allow_none=True),
     }
     saved_markers = ("kfac_clip", "vf_fisher_coef")
     #: K-FAC's options are documented in kfac_options, the arguments shared with SMAC, KFRELAX and SB3 in
@@ -83,6 +91,10 @@ class ACKTR(NaturalGradientAlgorithm):
     kfac_clip: float
     #: a class default: models saved before the option existed load without the exact-KL bound
     max_kl: float | None = None
+    #: class defaults too: models saved before the option existed load with a fixed step size
+    kl_target: float | None = None
+    #: the factor on the learning rate that ``kl_target`` adapts
+    kl_step_scale: float = 1.0
     # K-FAC's options (kfac_options.OPTION_NAMES) are attributes too, read by make_kfac
     stat_decay: float
     adaptive_gauss_newton: bool
@@ -104,6 +116,7 @@ class ACKTR(NaturalGradientAlgorithm):
         max_grad_norm: float = 0.5,
         kfac_clip: float = 0.001,
         max_kl: float | None = None,
+        kl_target: float | None = None,
         damping: float = 0.01,
         momentum: float = 0.9,
         stat_decay: float = 0.99,
@@ -160,6 +173,9 @@ class ACKTR(NaturalGradientAlgorithm):
         """One ACKTR update on the whole rollout (Wu et al. 2017, §3)."""
         kfac = self.kfac
         self._begin_update(kfac)
+        learning_rate = self.lr_schedule(self._current_progress_remaining)
+        if self.kl_target is not None:
+            self._scale_learning_rate(kfac, learning_rate)
         data, actions = self._whole_batch()
         # 1. one training-mode forward pass: the distribution, the values, K-FAC's input factors
         distribution, values = distribution_and_values(self.policy, data.observations)
@@ -192,6 +208,10 @@ class ACKTR(NaturalGradientAlgorithm):
         # the optional exact-KL bound on top of the paper's trust region (or the KL for the log)
         update_scale, kl = self._bound_kl(params, before, old_distribution, data.observations)
         logged = {"update_scale": update_scale} if self.max_kl is not None else {}
+        if self.kl_target is not None:
+            if kl is None:
+                kl = self._exact_kl(old_distribution, data.observations)
+            self.kl_step_scale = adapted_step_scale(self.kl_step_scale, kl, self.kl_target, learning_rate)
         if self.adaptive_gauss_newton and self.bellman_error_var is not None:
             logged["bellman_error_std"] = float(np.sqrt(self.bellman_error_var))
         self._finish_update(
@@ -206,3 +226,10 @@ class ACKTR(NaturalGradientAlgorithm):
             kfac_inverse_fallbacks=kfac.counters["inverse_fallbacks"],
             **logged,
         )
+
+    def _scale_learning_rate(self, kfac: KFAC, learning_rate: float) -> None:
+        """This update's step size with ``kl_target``: the schedule's learning rate times :attr:`kl_step_scale`."""
+        for group in kfac.param_groups:
+            group["lr"] = learning_rate * self.kl_step_scale
+        self.logger.record("train/learning_rate", learning_rate * self.kl_step_scale)
+        self.logger.record("train/kl_step_scale", self.kl_step_scale)
