@@ -757,6 +757,21 @@ def test_sampler_draws_the_initial_log_std_for_box_actions_only(entry: ZooAlgori
     assert "log_std_init" not in converter(old)["policy_kwargs"]
 
 
+def test_acktr_sampler_draws_the_kl_target_and_it_reaches_the_model() -> None:
+    optuna = pytest.importorskip("optuna")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    drawn = set()
+    for _ in range(24):
+        trial = study.ask()
+        kwargs = sample_acktr_params(trial, 0, 1, {})
+        drawn.add(trial.params["kl_target"])
+        assert ACKTR("MlpPolicy", "CartPole-v1", device="cpu", **kwargs).kl_target == trial.params["kl_target"]
+        assert convert_acktr_params(trial.params)["kl_target"] == trial.params["kl_target"]
+    assert drawn == {None, 0.001, 0.002, 0.005}
+    # a trial stored before the parameter existed converts without it (the default: no adaptation)
+    assert "kl_target" not in convert_acktr_params({k: v for k, v in trial.params.items() if k != "kl_target"})
+
+
 def _train_then_ctrl_c(cwd, *extra: str, process_group: bool = False) -> tuple[int, str, str]:
     """Start a long ``train`` in ``cwd``, send SIGINT (to its process group, as a terminal does) once it is in learn()."""
     command = ["train", "--algo", "acktr", "--env", "CartPole-v1", "-n", "10000000", "-f", "logs", "--eval-freq", "-1"]
