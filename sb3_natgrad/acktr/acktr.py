@@ -53,7 +53,8 @@ class ACKTR(NaturalGradientAlgorithm):
     code use ``0.5 * MSE``, i.e. ``vf_coef=0.5`` here.
 
     :param learning_rate: maximum step size ``eta_max``; a float is constant, a callable of the remaining progress
-        is a schedule. Default: 0.25 decayed linearly to 0 (paper and reference code)
+        is a schedule. Default: 0.25 decayed linearly to 0 (paper and reference code). With ``kl_target`` it is
+        multiplied by the adapted factor
     :param n_steps: steps per environment per update (batch = ``n_steps * n_envs``; the paper uses 20 x 32 on Atari)
     :param gae_lambda: GAE lambda; 1.0 gives the paper's k-step returns
     :param ent_coef: entropy coefficient
