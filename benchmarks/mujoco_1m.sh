@@ -26,12 +26,12 @@ for ENV in InvertedPendulum-v5 InvertedDoublePendulum-v5 Reacher-v5 Swimmer-v5 H
     if [ "$ALGO" = acktr ]; then
         # the entry's own values, repeated to keep the labels of the runs made before each change: 8 envs x 256 steps
         # since 2026-12-05 (label envs8); the larger trust region of InvertedDoublePendulum and Swimmer since 2026-12-05
-        # (label tr01); HalfCheetah's KL-adaptive step size since 2026-12-05 (label klt002)
+        # (label tr01); the KL-adaptive step size of HalfCheetah and Walker2d since 2026-12-05 (label klt002)
         ENTRY=(--set acktr:n_envs=8 --set acktr:n_steps=256 --label envs8)
         if [ "$ENV" = InvertedDoublePendulum-v5 ] || [ "$ENV" = Swimmer-v5 ]; then
             ENTRY=(--set acktr:kfac_clip=0.01 --set acktr:max_kl=0.01 --label tr01)
         fi
-        if [ "$ENV" = HalfCheetah-v5 ]; then
+        if [ "$ENV" = HalfCheetah-v5 ] || [ "$ENV" = Walker2d-v5 ]; then
             ENTRY=(--set acktr:kfac_clip=0.01 --set acktr:kl_target=0.002 --label klt002)
         fi
     fi
