@@ -88,13 +88,18 @@ def sb3_linears(policy) -> dict[str, torch.nn.Linear]:
     }
 
 
-def test_rllib_learner_step_equals_sb3_acktr_step():
-    """The two halves of the package take the same K-FAC step on the same batch and weights."""
+@pytest.mark.parametrize("kl_target", [None, 0.002])
+def test_rllib_learner_step_equals_sb3_acktr_step(kl_target):
+    """
+    The two halves of the package take the same K-FAC step on the same batch and weights; with ``kl_target`` (and a
+    trust region too wide to bind, so the learning rate sets the step) also the same adapted step sizes.
+    """
     from stable_baselines3.common.logger import configure
 
     from sb3_natgrad import ACKTR
 
-    learner = small_config().build_learner(spaces=SPACES)
+    options = {} if kl_target is None else {"kl_target": kl_target, "kfac_clip": 10.0}
+    learner = small_config(**options).build_learner(spaces=SPACES)
     module = learner.module["default_policy"]
     model = ACKTR(
         "MlpPolicy",
@@ -105,6 +110,7 @@ def test_rllib_learner_step_equals_sb3_acktr_step():
         inverse_interval=1,
         policy_kwargs={"net_arch": {"pi": HIDDEN, "vf": HIDDEN}, "activation_fn": torch.nn.Tanh},
         device="cpu",
+        **options,
     )
     model.set_logger(configure(None, []))
     ours, theirs = rllib_linears(module), sb3_linears(model.policy)
@@ -130,6 +136,12 @@ def test_rllib_learner_step_equals_sb3_acktr_step():
         torch.manual_seed(100 + k)
         model.train()
     assert learner.kfac("default_policy").steps == model.kfac.steps == 3
+    if kl_target is not None:
+        # the factor moved on both sides (so the later steps differ from those without it), and by the same rule
+        assert model.kl_step_scale != 1.0
+        assert learner.kl_step_scale["default_policy"] == pytest.approx(model.kl_step_scale, rel=1e-6)
+        lr = learner.get_optimizer("default_policy").param_groups[0]["lr"]
+        assert lr == pytest.approx(0.25 * model.kl_step_scale, rel=1e-6)
     for key, layer in ours.items():
         torch.testing.assert_close(theirs[key].weight, layer.weight, rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(theirs[key].bias, layer.bias, rtol=1e-4, atol=1e-6)
@@ -156,6 +168,58 @@ def test_loss_mask_rows_enter_neither_the_loss_nor_the_factors():
         torch.testing.assert_close(layer.curvature.factor_a, expected_a, rtol=1e-5, atol=1e-6)
     # the masked rows' huge advantages did not reach the step
     assert all(torch.isfinite(p).all() and p.abs().max() < 10 for p in learner.module["default_policy"].parameters())
+
+
+def exact_categorical_kl(old_logits: torch.Tensor, new_logits: torch.Tensor) -> float:
+    old, new = torch.log_softmax(old_logits.double(), -1), torch.log_softmax(new_logits.double(), -1)
+    return float((old.exp() * (old - new)).sum(-1).mean())
+
+
+@pytest.mark.parametrize("kl_target", [1e-7, 10.0])
+def test_kl_target_adapts_the_learning_rate_by_the_exact_kl(kl_target):
+    """Each step's factor follows the rule of adapted_step_scale on the KL of the step, computed here in float64."""
+    from sb3_natgrad.acktr.step_size import adapted_step_scale
+
+    learner = small_config(kl_target=kl_target, kfac_clip=10.0, lr=0.05).build_learner(spaces=SPACES)
+    module = learner.module["default_policy"]
+    obs = None
+    expected, seen_kls = 1.0, []
+    for k, batch in enumerate(fixed_batches(4, seed=2)):
+        obs = torch.as_tensor(batch[Columns.OBS])
+        with torch.no_grad():
+            before = module.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
+        learner_update(learner, batch, seed=k)
+        with torch.no_grad():
+            after = module.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
+        kl = exact_categorical_kl(before, after)
+        seen_kls.append(kl)
+        expected = adapted_step_scale(expected, kl, kl_target, 0.05)
+        assert learner.kl_step_scale["default_policy"] == pytest.approx(expected, rel=1e-9)
+        assert learner.get_optimizer("default_policy").param_groups[0]["lr"] == pytest.approx(0.05 * expected, rel=1e-9)
+    # the test exercised the rule's branch it was set up for: every KL above 2 * 1e-7, every one below 10 / 2
+    if kl_target < 1:
+        assert min(seen_kls) > 2 * kl_target and expected == pytest.approx(1.5**-4)
+    else:
+        assert max(seen_kls) < kl_target / 2 and expected == pytest.approx(1.5**4)
+
+
+def test_kl_target_factor_survives_a_checkpoint(tmp_path: pathlib.Path):
+    batches = fixed_batches(3, seed=3)
+    learner = small_config(kl_target=1e-5, kfac_clip=10.0).build_learner(spaces=SPACES)
+    for k, batch in enumerate(batches[:2]):
+        learner_update(learner, batch, seed=k)
+    learner.save_to_path(str(tmp_path / "learner"))
+    restored = small_config(kl_target=1e-5, kfac_clip=10.0).build_learner(spaces=SPACES)
+    restored.restore_from_path(str(tmp_path / "learner"))
+    assert restored.kl_step_scale["default_policy"] == pytest.approx(learner.kl_step_scale["default_policy"])
+    assert restored.kl_step_scale["default_policy"] < 1.0
+    assert restored.get_optimizer("default_policy").param_groups[0]["lr"] == pytest.approx(
+        learner.get_optimizer("default_policy").param_groups[0]["lr"]
+    )
+    learner_update(learner, batches[2], seed=2)
+    learner_update(restored, batches[2], seed=2)
+    for a, b in zip(learner.module["default_policy"].parameters(), restored.module["default_policy"].parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_checkpoint_restore_then_next_update_equals_uninterrupted(tmp_path: pathlib.Path):
@@ -188,6 +252,8 @@ def test_checkpoint_restore_then_next_update_equals_uninterrupted(tmp_path: path
         ({"conv_factors": "sideways"}, "conv_factors"),
         ({"vf_fisher_coef": -1.0}, "vf_fisher_coef=-1.0"),
         ({"max_consecutive_skips": 0}, "max_consecutive_skips=0"),
+        ({"kl_target": 0.0}, "kl_target=0"),
+        ({"kl_target": "small"}, "kl_target='small'"),
         ({"damping": 0.0}, "damping=0 with weight_decay=0"),
     ],
 )
@@ -278,7 +344,8 @@ def cartpole_config(**kwargs) -> ACKTRConfig:
 
 @pytest.mark.timeout(300)
 def test_two_learners_keep_identical_weights_and_factors(cluster):
-    config = cartpole_config().env_runners(num_env_runners=0).learners(num_learners=2)
+    # kl_target: each learner adapts its step size to the KL of the whole batch, not of its own shard
+    config = cartpole_config(kl_target=1e-4).env_runners(num_env_runners=0).learners(num_learners=2)
     algo = config.build_algo()
     try:
         for _ in range(4):
@@ -291,13 +358,15 @@ def test_two_learners_keep_identical_weights_and_factors(cluster):
                 [(layer.curvature.factor_a.cpu().numpy(), layer.curvature.factor_g.cpu().numpy()) for layer in kfac.layers],
                 kfac.steps,
                 learner._reward_normalizer().get_state(),
+                learner.kl_step_scale["default_policy"],
             )
 
         results = [result.get() for result in algo.learner_group.foreach_learner(snapshot)]
-        (params0, factors0, steps0, scale0), (params1, factors1, steps1, scale1) = results
+        (params0, factors0, steps0, scale0, kl_scale0), (params1, factors1, steps1, scale1, kl_scale1) = results
     finally:
         algo.stop()
     assert steps0 == steps1 == 4
+    assert kl_scale0 == kl_scale1 != 1.0
     assert scale0 == scale1 and scale0["count"] > 0  # one reward scale for the whole batch
     for a, b in zip(params0, params1):
         np.testing.assert_array_equal(a, b)

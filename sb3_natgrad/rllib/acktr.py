@@ -24,6 +24,7 @@ from ray.rllib.utils.metrics import (
 
 from sb3_natgrad.acktr.acktr import ACKTR as SB3ACKTR
 from sb3_natgrad.acktr.kfac_options import OPTION_NAMES, check_acktr_kfac_arguments
+from sb3_natgrad.common.checks import check_number
 
 #: the config's K-FAC options under ACKTR's (Stable-Baselines3) names, with the SB3 ACKTR's defaults
 KFAC_OPTIONS: dict[str, Any] = {name: inspect.signature(SB3ACKTR.__init__).parameters[name].default for name in OPTION_NAMES}
@@ -31,6 +32,7 @@ KFAC_OPTIONS: dict[str, Any] = {name: inspect.signature(SB3ACKTR.__init__).param
 ACKTR_OPTIONS: dict[str, Any] = {
     "vf_fisher_coef": inspect.signature(SB3ACKTR.__init__).parameters["vf_fisher_coef"].default,
     "max_consecutive_skips": inspect.signature(SB3ACKTR.__init__).parameters["max_consecutive_skips"].default,
+    "kl_target": inspect.signature(SB3ACKTR.__init__).parameters["kl_target"].default,
     "normalize_rewards": False,
 }
 
@@ -53,7 +55,10 @@ class ACKTRConfig(PPOConfig):
     ``lr`` 0.25 held constant (SB3 decays it linearly to 0: pass ``lr=[[0, 0.25], [total_steps, 0.0]]``), on RLlib's
     default network. Returns in the hundreds let the critic's Gauss-Newton term use up the shared trust region:
     ``normalize_rewards=True`` divides rewards by the running scale of the discounted return
-    (:class:`~sb3_natgrad.rllib.NormalizeRewards`).
+    (:class:`~sb3_natgrad.rllib.NormalizeRewards`). ``kl_target`` (off by default) adapts the step size to the exact
+    KL of each update as :class:`sb3_natgrad.ACKTR` does (:func:`~sb3_natgrad.acktr.step_size.adapted_step_scale`):
+    the learner multiplies RLlib's ``lr`` (or its schedule's value) by a factor, reported as ``kl_step_scale`` next
+    to the update's ``kl``, and checkpointed with the learner.
 
     With ``num_learners > 1`` the learners wrap the module in ``DistributedDataParallel`` (gradients averaged) and
     K-FAC sums its factor statistics over the learners (:func:`~sb3_natgrad.optim.all_reduce_sum`), so every learner
@@ -90,8 +95,8 @@ class ACKTRConfig(PPOConfig):
         PPOConfig's ``training()`` plus ACKTR's options: ``kfac_clip``, ``vf_fisher_coef``, ``damping``,
         ``momentum``, ``stat_decay``, ``stats_interval``, ``inverse_interval``, ``inverse_method``, ``damping_type``,
         ``warmup_steps``, ``max_grad_norm`` (the warm-up's clip), ``weight_decay``, ``stats_batch_size``,
-        ``stats_dtype``, ``conv_factors``, ``async_inverse``, ``normalize_rewards`` and ``max_consecutive_skips``,
-        with the meaning they have in :class:`sb3_natgrad.ACKTR`.
+        ``stats_dtype``, ``conv_factors``, ``async_inverse``, ``normalize_rewards``, ``max_consecutive_skips`` and
+        ``kl_target``, with the meaning they have in :class:`sb3_natgrad.ACKTR`.
         """
         own = {key: kwargs.pop(key) for key in list(kwargs) if key in KFAC_OPTIONS or key in ACKTR_OPTIONS}
         super().training(**kwargs)
@@ -139,6 +144,10 @@ class ACKTRConfig(PPOConfig):
             value = getattr(self, key)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
                 self._value_error(f"ACKTRConfig: invalid {key}={value!r}, expected a number >= 0")
+        try:
+            check_number("ACKTRConfig", "kl_target", self.kl_target, low=0.0, low_inclusive=False, allow_none=True)
+        except ValueError as error:
+            self._value_error(str(error))
         skips = self.max_consecutive_skips
         if skips is not None and (not isinstance(skips, int) or isinstance(skips, bool) or skips < 1):
             self._value_error(f"ACKTRConfig: invalid max_consecutive_skips={skips!r}, expected an int >= 1 or None")

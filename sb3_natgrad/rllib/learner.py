@@ -6,6 +6,7 @@ from typing import Any
 
 import gymnasium as gym
 import torch
+import torch.distributed as dist
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.connectors.learner import GeneralAdvantageEstimation
 from ray.rllib.core.columns import Columns
@@ -13,6 +14,7 @@ from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.utils.torch_utils import explained_variance
 
 from sb3_natgrad.acktr.kfac_options import make_kfac
+from sb3_natgrad.acktr.step_size import adapted_step_scale
 from sb3_natgrad.optim import KFAC, all_reduce_sum
 from sb3_natgrad.optim.fisher import critic_sampled_log_likelihood
 from sb3_natgrad.rllib.reward_scaling import NormalizeRewards
@@ -36,6 +38,9 @@ class ACKTRTorchLearner(PPOTorchLearner):
     Fisher loss (§3.1) gives its output-gradient factors, A2C's loss is back-propagated by RLlib and
     :meth:`KFAC.step <sb3_natgrad.optim.KFAC.step>` takes the natural-gradient step inside the trust region (§3.2).
     Rows with ``loss_mask`` False (RLlib's added step at the end of each episode chunk) are left out of both.
+
+    With ``kl_target`` the exact batch-mean ``KL(pi_old || pi_new)`` of each step (averaged over all learners' rows)
+    adapts a per-module factor on the learning rate, as in :class:`sb3_natgrad.ACKTR`.
     """
 
     def build(self) -> None:
@@ -54,6 +59,9 @@ class ACKTRTorchLearner(PPOTorchLearner):
                 )
             self._learner_connector.insert_before(type(gae[0]), NormalizeRewards(gamma=self.config.gamma))
         self._consecutive_skips = 0
+        #: ``kl_target``: the factor on each module's learning rate, and what the KL after the step needs
+        self.kl_step_scale: dict[str, float] = {}
+        self._kl_inputs: dict[str, tuple[dict[str, Any], torch.Tensor, torch.Tensor | None]] = {}
 
     def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
         module = self.module[module_id]
@@ -107,6 +115,9 @@ class ACKTRTorchLearner(PPOTorchLearner):
         else:
             kfac.discard_statistics()
 
+        if config.kl_target is not None:
+            self._kl_inputs[module_id] = (batch, fwd_out[Columns.ACTION_DIST_INPUTS].detach(), mask)
+
         real_targets, real_values = (targets[mask], values[mask]) if mask is not None else (targets, values)
         self.metrics.log_dict(
             {
@@ -136,16 +147,59 @@ class ACKTRTorchLearner(PPOTorchLearner):
                     )
             else:
                 self._consecutive_skips = 0
+            if module_id in self._kl_inputs:
+                self._adapt_step_size(module_id, skipped=bool(info.get("skipped")))
             for key, name in _STEP_METRICS.items():
                 if key in info:
                     self.metrics.log_value((module_id, name), info[key], window=1)
             self.metrics.log_value((module_id, "kfac_skipped_steps"), kfac.counters["skipped_steps"], window=1)
+
+    def _adapt_step_size(self, module_id: str, skipped: bool) -> None:
+        """``kl_target``: the exact KL of the step just taken adapts the module's factor on the learning rate."""
+        batch, old_inputs, mask = self._kl_inputs.pop(module_id)
+        config = self.config.get_config_for_module(module_id)
+        kl = None
+        if not skipped:
+            module = self.module[module_id].unwrapped()
+            distribution_class = module.get_train_action_dist_cls()
+            with torch.no_grad():
+                new_inputs = module.forward_train(batch)[Columns.ACTION_DIST_INPUTS]
+                kls = distribution_class.from_logits(old_inputs).kl(distribution_class.from_logits(new_inputs))
+                if mask is not None:
+                    kls = kls[mask]
+                # every learner adapts with the KL of the whole batch, so that their step sizes stay equal
+                total = torch.stack([kls.sum(), torch.tensor(float(kls.numel()), device=kls.device)]).double()
+                if self.config.num_learners > 1 and dist.is_available() and dist.is_initialized():
+                    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+                kl = float(total[0] / total[1]) if total[1] > 0 else None
+        optimizer = self.get_optimizer(module_id)
+        schedule = self._optimizer_lr_schedules.get(optimizer)
+        learning_rate = float(schedule.get_current_value()) if schedule is not None else self._get_optimizer_lr(optimizer)
+        scale = adapted_step_scale(self.kl_step_scale.get(module_id, 1.0), kl, config.kl_target, learning_rate)
+        self.kl_step_scale[module_id] = scale
+        if kl is not None:
+            self.metrics.log_value((module_id, "kl"), kl, window=1)
+        self.metrics.log_value((module_id, "kl_step_scale"), scale, window=1)
+
+    def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
+        # RLlib sets each optimizer's lr from its schedule; kl_target's factor goes on top for the next step
+        super().after_gradient_based_update(timesteps=timesteps)
+        self._apply_step_scales()
+
+    def _apply_step_scales(self) -> None:
+        for module_id, scale in self.kl_step_scale.items():
+            optimizer = self.get_optimizer(module_id)
+            schedule = self._optimizer_lr_schedules.get(optimizer)
+            if schedule is not None:
+                self._set_optimizer_lr(optimizer, lr=float(schedule.get_current_value()) * scale)
 
     def get_state(self, components: Any = None, *, not_components: Any = None, **kwargs: Any) -> dict[str, Any]:
         state = super().get_state(components, not_components=not_components, **kwargs)
         normalizer = self._reward_normalizer()
         if normalizer is not None:
             state["reward_normalizer"] = normalizer.get_state()
+        if self.kl_step_scale:
+            state["kl_step_scale"] = dict(self.kl_step_scale)
         return state
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -153,6 +207,9 @@ class ACKTRTorchLearner(PPOTorchLearner):
         normalizer = self._reward_normalizer()
         if normalizer is not None and "reward_normalizer" in state:
             normalizer.set_state(state["reward_normalizer"])
+        if "kl_step_scale" in state:
+            self.kl_step_scale = {str(key): float(value) for key, value in state["kl_step_scale"].items()}
+            self._apply_step_scales()
 
     def _reward_normalizer(self) -> NormalizeRewards | None:
         if self._learner_connector is None:
