@@ -53,7 +53,8 @@ AGENTS=(
     "smac Acrobot-v1 --seed 1 --eval-freq 20000 --eval-episodes 5"
     # Shipped agent (re-trained 2026-12-05 with the same entry): packaged with --load-best (evaluation 244 at 9e5 steps;
     # the deterministic policy alternates between landing (200-244 at 6e5 / 6.5e5 / 9e5) and hovering (-10 to -30), and the
-    # final model at 1e6 evaluates at -10). Card: 227.1 +/- 46.2; seeds 5000-5019: 227.3 +/- 39.6.
+    # final model at 1e6 evaluates at -10). Card: 227.1 +/- 46.2; seeds 5000-5019: 227.3 +/- 39.6. The entry changed
+    # on 2026-12-06 (128 steps, GAE 0.95, damping 1.0, max_kl 0.02, 20 critic epochs): this line now trains with it.
     "smac LunarLander-v3 --seed 1 --eval-freq 50000 --eval-episodes 5 | --load-best"
     # Shipped agent (re-trained 2026-12-05 with the tuned gSDE entry): the final model (on seeds 5000-5019 it evaluates
     # at -169.2 +/- 108.0, the best evaluation's model, 350k steps, at -169.6 +/- 115.2).
